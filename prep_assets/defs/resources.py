@@ -1,0 +1,69 @@
+"""Configurable resources: where the infra repo is, how to reach systems, where Prometheus is."""
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource, DagsterInstance
+from pydantic import Field
+
+from prep_assets.state import StateStore
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_REPO = PACKAGE_ROOT / ".demo" / "homelab"
+
+
+def default_infra_repo() -> str:
+    """The infra repo named by PREP_INFRA_REPO, or the bundled example made by ``make demo``."""
+    return os.environ.get("PREP_INFRA_REPO") or str(EXAMPLE_REPO)
+
+
+class InfraRepoResource(ConfigurableResource):
+    """The git repository that holds the infrastructure docs and receives prep-status.md/.json."""
+
+    path: str = Field(default_factory=default_infra_repo, description="Path of the infra git repo.")
+    first_run_days: int = Field(
+        default=30, description="Days of history the first git review reads."
+    )
+
+    @property
+    def root(self) -> Path:
+        return Path(self.path).expanduser().resolve()
+
+
+class AccessResource(ConfigurableResource):
+    """How prep-assets reaches systems: timeouts, concurrency and SSH host-key policy."""
+
+    known_hosts: str = Field(
+        default_factory=lambda: os.environ.get("PREP_KNOWN_HOSTS", "~/.ssh/known_hosts"),
+        description="known_hosts file checked for every SSH host key; unknown keys are rejected.",
+    )
+    timeout_seconds: float = Field(
+        default=10.0, description="Seconds allowed to connect to a system and for each command."
+    )
+    max_workers: int = Field(default=16, description="Systems checked at the same time.")
+
+
+class PrometheusResource(ConfigurableResource):
+    """The Prometheus server that holds node_exporter history; empty URL means none."""
+
+    url: str = Field(
+        default_factory=lambda: os.environ.get("PREP_PROMETHEUS_URL", ""),
+        description="Base URL such as http://127.0.0.1:9090; empty to take short samples instead.",
+    )
+    window_hours: float = Field(default=168.0, description="Baseline window in hours.")
+    step_seconds: float = Field(default=60.0, description="Query resolution in seconds.")
+    timeout_seconds: float = Field(default=30.0, description="Seconds allowed per query.")
+
+
+class StateResource(ConfigurableResource):
+    """The folder where asset values are kept as JSON between runs."""
+
+    base_dir: str = Field(
+        default_factory=lambda: os.environ.get("PREP_STATE_DIR", ""),
+        description="Folder for asset values; empty means prep_state/ in the instance's storage folder.",
+    )
+
+    def store(self, instance: DagsterInstance) -> StateStore:
+        if self.base_dir:
+            return StateStore(Path(self.base_dir).expanduser())
+        return StateStore(Path(instance.storage_directory()) / "prep_state")

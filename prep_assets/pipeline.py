@@ -1,0 +1,471 @@
+"""The steps of the PREP loop as plain functions over JSON-ready values.
+
+Each Dagster asset calls one function here and one that builds its metadata.
+Values passed between steps are dicts and lists, because they are stored as
+JSON between runs; this module converts them to and from the domain types.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import git
+
+from prep_assets.baselines.prometheus import collect_prometheus_baselines
+from prep_assets.baselines.sample import SAMPLE_COMMAND, parse_sample
+from prep_assets.changes.drift import Snapshot, compute_drift
+from prep_assets.changes.git_review import ChangeContext, review_changes
+from prep_assets.checks.runner import CheckSettings, SampleRequest, check_systems
+from prep_assets.inventory.loader import load_docs
+from prep_assets.inventory.system_inventory import parse_system_inventory
+from prep_assets.models import AccessState, System, SystemCheck, ToolResult, ToolSpec
+from prep_assets.provisioning.plan import plan_provisioning
+from prep_assets.report.document import StatusInputs, build_status_document, write_status_documents
+from prep_assets.report.metadata import FilePath, markdown_table
+from prep_assets.rules import decide_actions
+from prep_assets.transports.factory import TransportFactory, pointer_to_dict
+
+logger = logging.getLogger(__name__)
+
+INVENTORY_PATH = "docs/infrastructure/system-inventory.md"
+STATUS_DIRECTORY = "docs/infrastructure"
+
+
+# GIT REVIEW
+
+
+def _inventory_names(text: str) -> set[str]:
+    try:
+        return {system.name for system in parse_system_inventory(text, INVENTORY_PATH).systems}
+    except ValueError:
+        # A commit whose inventory has no table lists no systems.
+        return set()
+
+
+def review_git(root: Path, since: str | None, now: datetime, first_run_days: int) -> dict[str, Any]:
+    """Classify the commits since ``since`` and return the change context as a dict."""
+    changes = review_changes(
+        root,
+        since,
+        now=now,
+        inventory_path=INVENTORY_PATH,
+        system_names=_inventory_names,
+        first_run_days=first_run_days,
+    )
+    return changes.to_dict()
+
+
+def change_metadata(changes: Mapping[str, Any]) -> dict[str, Any]:
+    events = changes.get("events", [])
+    rows = [
+        [event["kind"], event.get("system") or "-", event["commit"]["short_sha"], event["commit"]["subject"]]
+        for event in events
+    ]
+    return {
+        "head": changes.get("head_sha") or "",
+        "since": changes.get("since_sha") or "",
+        "commits": len(changes.get("commits", [])),
+        "events": len(events),
+        "event_table": markdown_table(["Kind", "System", "Commit", "Subject"], rows),
+    }
+
+
+# DISCOVER
+
+
+def read_inventory(root: Path) -> dict[str, Any]:
+    """Read the docs of the infra repo into the inventory value."""
+    docs = load_docs(root)
+    systems = sorted(docs.systems, key=lambda system: system.name)
+    return {
+        "systems": [system.to_dict() for system in systems],
+        "problems": [problem.to_dict() for problem in docs.problems],
+        "expected_tools": {
+            system.name: [spec.to_dict() for spec in docs.tools.tools_for(system.type)]
+            for system in systems
+        },
+        # Pointers only: the secret values are read when a connection is opened.
+        "credentials": {name: pointer_to_dict(pointer) for name, pointer in docs.credentials.items()},
+    }
+
+
+def systems_of(inventory: Mapping[str, Any]) -> dict[str, System]:
+    return {data["name"]: System.from_dict(data) for data in inventory["systems"]}
+
+
+def specs_of(inventory: Mapping[str, Any], name: str) -> list[ToolSpec]:
+    return [ToolSpec(**spec) for spec in inventory["expected_tools"].get(name, [])]
+
+
+def inventory_metadata(inventory: Mapping[str, Any], new: Sequence[str]) -> dict[str, Any]:
+    systems = inventory["systems"]
+    problems = inventory["problems"]
+    return {
+        "systems": len(systems),
+        "managed": sum(1 for system in systems if system["managed"]),
+        "new_partitions": len(new),
+        "problems": len(problems),
+        "problem_table": markdown_table(
+            ["File", "Line", "Column", "Problem"],
+            [[p["file"], p["line"], p["column"], p["reason"]] for p in problems],
+        ),
+    }
+
+
+# CHECK TOOLS and VERIFY ACCESS
+
+
+def check_partitions(
+    inventory: Mapping[str, Any],
+    partitions: Sequence[str],
+    *,
+    known_hosts: str,
+    timeout: float,
+    max_workers: int,
+    take_samples: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check the systems named by ``partitions`` and return (access values, tool values) per partition.
+
+    A partition whose system left the inventory gets a "not in the inventory" value, so
+    its history stays readable and nothing is contacted.
+    """
+    systems = systems_of(inventory)
+    present = [systems[name] for name in partitions if name in systems]
+    opener = TransportFactory(inventory.get("credentials", {}), known_hosts=known_hosts, timeout=timeout)
+
+    def sample_for(system: System) -> SampleRequest | None:
+        if not take_samples:
+            return None
+        return SampleRequest(SAMPLE_COMMAND, lambda text: parse_sample(text, system=system.name).to_dict())
+
+    checks = check_systems(
+        present,
+        lambda system: specs_of(inventory, system.name),
+        opener,
+        CheckSettings(timeout=timeout, max_workers=max_workers),
+        sample_for=sample_for,
+    )
+
+    access_values: dict[str, Any] = {}
+    tool_values: dict[str, Any] = {}
+    for name in partitions:
+        check = checks.get(name)
+        if check is None:
+            access_values[name] = {"in_inventory": False, "access": None, "sample": None}
+            tool_values[name] = {"in_inventory": False, "tools": [], "platform": {}}
+            continue
+        access_values[name] = {"in_inventory": True, "access": check.access.to_dict(), "sample": check.sample}
+        tool_values[name] = {
+            "in_inventory": True,
+            "tools": [tool.to_dict() for tool in check.tools],
+            "platform": check.platform,
+        }
+    return access_values, tool_values
+
+
+def access_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    checked = {name: value["access"] for name, value in values.items() if value["access"]}
+    failing = [
+        [name, access["state"], access["message"]]
+        for name, access in sorted(checked.items())
+        if access["state"] not in ("reachable", "not_contacted")
+    ]
+    return {
+        "systems": len(values),
+        "reachable": sum(1 for access in checked.values() if access["state"] == "reachable"),
+        "failing": len(failing),
+        "failing_systems": markdown_table(["System", "State", "Message"], failing),
+    }
+
+
+def tool_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    lacking = []
+    for name, value in sorted(values.items()):
+        missing = [tool["command"] for tool in value["tools"] if tool["state"] in ("missing", "outdated")]
+        if missing:
+            lacking.append([name, ", ".join(missing)])
+    return {
+        "systems": len(values),
+        "systems_missing_tools": len(lacking),
+        "missing_tools": markdown_table(["System", "Missing or outdated"], lacking),
+    }
+
+
+# PROVISION
+
+
+def plan_partitions(
+    inventory: Mapping[str, Any],
+    partitions: Sequence[str],
+    tool_values: Mapping[str, Any],
+    access_values: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Return the provisioning plan per partition; nothing is installed."""
+    systems = systems_of(inventory)
+    plans: dict[str, Any] = {}
+    for name in partitions:
+        system = systems.get(name)
+        tools = tool_values.get(name) or {}
+        access = (access_values.get(name) or {}).get("access") or {}
+        if system is None:
+            plans[name] = {"state": "not_checked", "package_manager": None, "packages": [], "commands": [],
+                           "reason": "not in the inventory", "applied": False}
+            continue
+        plans[name] = plan_provisioning(
+            system,
+            [ToolResult.from_dict(tool) for tool in tools.get("tools", [])],
+            specs_of(inventory, name),
+            tools.get("platform", {}),
+            access_ok=access.get("state") in (AccessState.REACHABLE.value, AccessState.NOT_CONTACTED.value),
+        )
+    return plans
+
+
+def provisioning_metadata(plans: Mapping[str, Any]) -> dict[str, Any]:
+    planned = [
+        [name, plan["state"], ", ".join(plan["packages"]), plan["reason"]]
+        for name, plan in sorted(plans.items())
+        if plan["state"] not in ("nothing_to_install",)
+    ]
+    return {
+        "systems": len(plans),
+        "planned": sum(1 for plan in plans.values() if plan["state"] == "planned"),
+        "applied": 0,
+        "plans": markdown_table(["System", "State", "Packages", "Reason"], planned),
+    }
+
+
+# COLLECT BASELINES
+
+
+def baseline_partitions(
+    inventory: Mapping[str, Any],
+    partitions: Sequence[str],
+    access_values: Mapping[str, Any],
+    now: datetime,
+    *,
+    prometheus_url: str,
+    window_hours: float,
+    step_seconds: float,
+    timeout: float,
+) -> dict[str, Any]:
+    """Return a baseline per partition: Prometheus history, a labelled short sample, or no data."""
+    systems = systems_of(inventory)
+    present = [systems[name] for name in partitions if name in systems and systems[name].contacted]
+    values: dict[str, Any] = {}
+    if prometheus_url and present:
+        collected = collect_prometheus_baselines(
+            prometheus_url,
+            present,
+            window=timedelta(hours=window_hours),
+            step=timedelta(seconds=step_seconds),
+            end=now,
+            timeout=timeout,
+        )
+        values.update({name: baseline.to_dict() for name, baseline in collected.items()})
+
+    for name in partitions:
+        if name in values:
+            continue
+        system = systems.get(name)
+        sample = (access_values.get(name) or {}).get("sample")
+        if system is None:
+            values[name] = _no_baseline("not in the inventory")
+        elif not system.contacted:
+            values[name] = _no_baseline("not contacted: unmanaged or access method none")
+        elif sample and "error" not in sample:
+            values[name] = sample
+        elif sample:
+            values[name] = _no_baseline(f"short sample failed: {sample['error']}")
+        else:
+            values[name] = _no_baseline("no Prometheus configured and no sample was taken")
+    return values
+
+
+def _no_baseline(reason: str) -> dict[str, Any]:
+    return {"source": "none", "metrics": [], "message": reason}
+
+
+def baseline_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    rows = []
+    for name, baseline in sorted(values.items()):
+        for metric in baseline.get("metrics", []):
+            rows.append(
+                [name, metric["metric"], baseline["source"], _fmt(metric.get("avg")), _fmt(metric.get("p95")),
+                 _fmt(metric.get("max")), _fmt(metric.get("threshold"))]
+            )
+    return {
+        "systems": len(values),
+        "from_prometheus": sum(1 for value in values.values() if value.get("source") == "prometheus"),
+        "from_sample": sum(1 for value in values.values() if value.get("source") == "sample"),
+        "no_data": sum(1 for value in values.values() if value.get("source") == "none"),
+        "baselines": markdown_table(["System", "Metric", "Source", "Avg", "P95", "Max", "Threshold"], rows),
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+# MONITOR
+
+
+def _snapshot(
+    inventory: Mapping[str, Any], access_values: Mapping[str, Any], tool_values: Mapping[str, Any]
+) -> Snapshot:
+    systems = {data["name"]: dict(data) for data in inventory["systems"]}
+    access = {
+        name: value["access"]["state"]
+        for name, value in access_values.items()
+        if name in systems and value.get("access")
+    }
+    tools = {
+        name: {tool["command"]: tool["state"] for tool in value.get("tools", [])}
+        for name, value in tool_values.items()
+        if name in systems
+    }
+    return Snapshot(systems=systems, access=access, tools=tools)
+
+
+def drift(
+    previous: Mapping[str, Any] | None,
+    inventory: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    access_values: Mapping[str, Any],
+    tool_values: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """Compare this pass with the snapshot stored by the previous drift report."""
+    current = _snapshot(inventory, access_values, tool_values)
+    before = Snapshot.from_dict(previous["snapshot"]) if previous and previous.get("snapshot") else None
+    rows = compute_drift(before, current, ChangeContext.from_dict(dict(changes)), now)
+    return {"rows": [row.to_dict() for row in rows], "snapshot": current.to_dict()}
+
+
+def drift_metadata(report: Mapping[str, Any]) -> dict[str, Any]:
+    rows = report["rows"]
+    table = [
+        [r["verdict"], r["system"], r["kind"], r.get("before"), r.get("after"), r["reason"], r.get("commit")]
+        for r in rows
+    ]
+    return {
+        "changes": len(rows),
+        "unexpected": sum(1 for row in rows if row["verdict"] == "UNEXPECTED"),
+        "drift": markdown_table(["Verdict", "System", "Change", "Before", "After", "Reason", "Commit"], table),
+    }
+
+
+# RULES
+
+
+def rules(
+    inventory: Mapping[str, Any],
+    drift_report: Mapping[str, Any],
+    access_values: Mapping[str, Any],
+    tool_values: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """Apply the RULES table and return the actions as dicts."""
+    systems = systems_of(inventory)
+    checks = _checks(systems, access_values, tool_values)
+    rows = [_Row(row) for row in drift_report["rows"]]
+    return [action.to_dict() for action in decide_actions(list(systems.values()), checks, rows)]
+
+
+class _Row:
+    """Attribute access to a stored drift row."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.__dict__.update(data)
+
+
+def _checks(
+    systems: Mapping[str, System], access_values: Mapping[str, Any], tool_values: Mapping[str, Any]
+) -> dict[str, SystemCheck]:
+    checks = {}
+    for name in systems:
+        access = (access_values.get(name) or {}).get("access")
+        if not access:
+            continue
+        tools = (tool_values.get(name) or {}).get("tools", [])
+        checks[name] = SystemCheck.from_dict({"system": name, "access": access, "tools": tools})
+    return checks
+
+
+def actions_metadata(actions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "actions": len(actions),
+        "alerts": sum(1 for action in actions if action["action"] == "alert"),
+        "action_table": markdown_table(
+            ["System", "Action", "Reason", "Trigger"],
+            [[a["system"], a["action"], a["reason"], a["trigger"]] for a in actions],
+        ),
+    }
+
+
+# UPDATE STATE
+
+
+def known_systems(inventory: Mapping[str, Any], access_values: Mapping[str, Any]) -> list[str]:
+    """Names of the systems in the inventory plus those with results from earlier passes."""
+    names = {system["name"] for system in inventory["systems"]}
+    return sorted(names | set(access_values))
+
+
+def write_status(
+    root: Path,
+    now: datetime,
+    *,
+    inventory: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    drift: Mapping[str, Any],
+    actions: Sequence[Mapping[str, Any]],
+    access: Mapping[str, Any],
+    tools: Mapping[str, Any],
+    provisioning: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    last_checked: Mapping[str, Mapping[str, str | None]],
+) -> dict[str, Any]:
+    """Build, validate and write prep-status.json and prep-status.md; return paths and the summary."""
+    systems = systems_of(inventory)
+    checks = {
+        name: {"access": (access.get(name) or {}).get("access"), "tools": (tools.get(name) or {}).get("tools", [])}
+        for name in systems
+    }
+    inputs = StatusInputs(
+        generated_at=now,
+        head=changes.get("head_sha"),
+        branch=_branch(root),
+        systems=list(systems.values()),
+        checks=checks,
+        baselines={name: baselines[name] for name in systems if name in baselines},
+        provisioning={name: provisioning[name] for name in systems if name in provisioning},
+        last_checked=last_checked,
+        changes=changes,
+        drift=drift["rows"],
+        actions=actions,
+        problems=inventory["problems"],
+        former_systems=[name for name in access if name not in systems],
+    )
+    document = build_status_document(inputs)
+    json_path, markdown_path = write_status_documents(document, root / STATUS_DIRECTORY)
+    return {"json": str(json_path), "markdown": str(markdown_path), "summary": document["summary"]}
+
+
+def _branch(root: Path) -> str | None:
+    try:
+        repo = git.Repo(root)
+        return None if repo.head.is_detached else repo.active_branch.name
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, TypeError):
+        return None
+
+
+def status_metadata(written: Mapping[str, Any]) -> dict[str, Any]:
+    summary = written["summary"]
+    return {
+        "prep_status_json": FilePath(written["json"]),
+        "prep_status_md": FilePath(written["markdown"]),
+        **{key: value for key, value in summary.items()},
+    }
+
