@@ -3,16 +3,19 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Dagster reads dagster.yaml from DAGSTER_HOME; the repo root holds it.
-export DAGSTER_HOME := $(CURDIR)
+# Dagster reads dagster.yaml from DAGSTER_HOME; `instance` copies the repo's file there.
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 # Debian packages the tests start or use: OpenSSH test hosts, the sysstat tools
 # they offer, Prometheus with node_exporter, git.
 DEBIAN_PACKAGES := openssh-server openssh-client sysstat prometheus prometheus-node-exporter git iproute2 procps
 
-.PHONY: setup system-packages venv demo test bench dev lint clean
+.PHONY: setup system-packages venv instance demo test bench dev lint clean
 
-setup: system-packages venv
+setup: system-packages venv instance
+
+instance:
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 system-packages:
 	@missing=""; for package in $(DEBIAN_PACKAGES); do \

@@ -10,7 +10,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from dagster import DagsterInstance, materialize
 
@@ -22,18 +24,27 @@ logger = logging.getLogger("prep_assets")
 DISCOVERY_ASSETS = ["change_context", "inventory"]
 
 
-def run_loop(instance: DagsterInstance, systems: list[str] | None = None) -> bool:
+def run_loop(
+    instance: DagsterInstance,
+    systems: list[str] | None = None,
+    resources: Mapping[str, Any] | None = None,
+) -> bool:
     """Materialize every asset once; return whether both runs succeeded.
 
     ``systems`` limits the per-system pass to those systems (by default, every
-    system of the current inventory).
+    system of the current inventory). ``resources`` replaces resources of the
+    code location by key, as run config does in the UI.
     """
     from prep_assets.definitions import defs
 
     assets = list(defs.assets or [])
-    resources = defs.resources or {}
+    resources = {**(defs.resources or {}), **(resources or {})}
     first = materialize(
-        assets, instance=instance, resources=resources, selection=DISCOVERY_ASSETS, raise_on_error=False
+        assets,
+        instance=instance,
+        resources=resources,
+        selection=DISCOVERY_ASSETS,
+        raise_on_error=False,
     )
     if not first.success:
         logger.error("the git review or the inventory failed; see the run %s", first.run_id)
@@ -61,7 +72,12 @@ def run_loop(instance: DagsterInstance, systems: list[str] | None = None) -> boo
         "dagster/asset_partition_range_end": ordered[-1],
     }
     second = materialize(
-        assets, instance=instance, resources=resources, selection=selection, tags=tags, raise_on_error=False
+        assets,
+        instance=instance,
+        resources=resources,
+        selection=selection,
+        tags=tags,
+        raise_on_error=False,
     )
     if not second.success:
         logger.error("the per-system pass failed; see the run %s", second.run_id)
@@ -79,15 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prep-assets", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="Materialize every asset once against the infra repo.")
-    run.add_argument("--repo", help="Path of the infra git repo (default: PREP_INFRA_REPO or the demo repo).")
+    run.add_argument(
+        "--repo", help="Path of the infra git repo (default: PREP_INFRA_REPO or the demo repo)."
+    )
     run.add_argument("--system", action="append", help="Check only this system (repeatable).")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.repo:
         os.environ["PREP_INFRA_REPO"] = str(Path(args.repo).resolve())
     if not os.environ.get("DAGSTER_HOME"):
-        print("DAGSTER_HOME is not set: set it to the folder that holds dagster.yaml.", file=sys.stderr)
+        print(
+            "DAGSTER_HOME is not set: set it to the folder that holds dagster.yaml.",
+            file=sys.stderr,
+        )
         return 2
     with DagsterInstance.get() as instance:
         ok = run_loop(instance, args.system)

@@ -44,7 +44,9 @@ def build_demo_repo(target: Path, now: datetime | None = None) -> git.Repo:
     def commit(message: str, when: datetime) -> None:
         repo.git.add(A=True)
         stamp = when.strftime("%Y-%m-%dT%H:%M:%S+0000")
-        repo.index.commit(message, author=AUTHOR, committer=AUTHOR, author_date=stamp, commit_date=stamp)
+        repo.index.commit(
+            message, author=AUTHOR, committer=AUTHOR, author_date=stamp, commit_date=stamp
+        )
 
     # 1. The docs as first written, before the new system existed.
     inventory.write_text(full_text.replace(new_row, ""), encoding="utf-8")
@@ -55,7 +57,9 @@ def build_demo_repo(target: Path, now: datetime | None = None) -> git.Repo:
     commit(f"Add {NEW_SYSTEM} test VM\n\nNew-System: {NEW_SYSTEM}\n", now - timedelta(days=5))
 
     # 3. The old Proxmox host is retired.
-    inventory.write_text(full_text.replace(_row_of(full_text, RETIRED_SYSTEM), ""), encoding="utf-8")
+    inventory.write_text(
+        full_text.replace(_row_of(full_text, RETIRED_SYSTEM), ""), encoding="utf-8"
+    )
     commit(
         f"Retire {RETIRED_SYSTEM}\n\nIts guests moved to the new host.\n\nDecommission: {RETIRED_SYSTEM}\n",
         now - timedelta(days=2),

@@ -163,8 +163,11 @@ class AccessResult:
     system: str
     state: AccessState
     method: str
+    # Connect plus first command, for a reachable system only.
     latency_ms: float | None = None
     message: str = ""
+    # How long the whole check took, success or failure; bounded by the access timeout.
+    duration_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -38,10 +38,14 @@ STATUS_DIRECTORY = "docs/infrastructure"
 
 def _inventory_names(text: str) -> set[str]:
     try:
-        return {system.name for system in parse_system_inventory(text, INVENTORY_PATH).systems}
+        parsed = parse_system_inventory(text, INVENTORY_PATH)
     except ValueError:
         # A commit whose inventory has no table lists no systems.
         return set()
+    # A row with a problem still names a system: without it, breaking a row would
+    # look like a decommission.
+    names = {system.name for system in parsed.systems}
+    return names | {problem.name for problem in parsed.problems if problem.name}
 
 
 def review_git(root: Path, since: str | None, now: datetime, first_run_days: int) -> dict[str, Any]:
@@ -60,7 +64,12 @@ def review_git(root: Path, since: str | None, now: datetime, first_run_days: int
 def change_metadata(changes: Mapping[str, Any]) -> dict[str, Any]:
     events = changes.get("events", [])
     rows = [
-        [event["kind"], event.get("system") or "-", event["commit"]["short_sha"], event["commit"]["subject"]]
+        [
+            event["kind"],
+            event.get("system") or "-",
+            event["commit"]["short_sha"],
+            event["commit"]["subject"],
+        ]
         for event in events
     ]
     return {
@@ -87,7 +96,9 @@ def read_inventory(root: Path) -> dict[str, Any]:
             for system in systems
         },
         # Pointers only: the secret values are read when a connection is opened.
-        "credentials": {name: pointer_to_dict(pointer) for name, pointer in docs.credentials.items()},
+        "credentials": {
+            name: pointer_to_dict(pointer) for name, pointer in docs.credentials.items()
+        },
     }
 
 
@@ -133,12 +144,16 @@ def check_partitions(
     """
     systems = systems_of(inventory)
     present = [systems[name] for name in partitions if name in systems]
-    opener = TransportFactory(inventory.get("credentials", {}), known_hosts=known_hosts, timeout=timeout)
+    opener = TransportFactory(
+        inventory.get("credentials", {}), known_hosts=known_hosts, timeout=timeout
+    )
 
     def sample_for(system: System) -> SampleRequest | None:
         if not take_samples:
             return None
-        return SampleRequest(SAMPLE_COMMAND, lambda text: parse_sample(text, system=system.name).to_dict())
+        return SampleRequest(
+            SAMPLE_COMMAND, lambda text: parse_sample(text, system=system.name).to_dict()
+        )
 
     checks = check_systems(
         present,
@@ -156,7 +171,11 @@ def check_partitions(
             access_values[name] = {"in_inventory": False, "access": None, "sample": None}
             tool_values[name] = {"in_inventory": False, "tools": [], "platform": {}}
             continue
-        access_values[name] = {"in_inventory": True, "access": check.access.to_dict(), "sample": check.sample}
+        access_values[name] = {
+            "in_inventory": True,
+            "access": check.access.to_dict(),
+            "sample": check.sample,
+        }
         tool_values[name] = {
             "in_inventory": True,
             "tools": [tool.to_dict() for tool in check.tools],
@@ -183,7 +202,9 @@ def access_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
 def tool_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
     lacking = []
     for name, value in sorted(values.items()):
-        missing = [tool["command"] for tool in value["tools"] if tool["state"] in ("missing", "outdated")]
+        missing = [
+            tool["command"] for tool in value["tools"] if tool["state"] in ("missing", "outdated")
+        ]
         if missing:
             lacking.append([name, ", ".join(missing)])
     return {
@@ -210,15 +231,22 @@ def plan_partitions(
         tools = tool_values.get(name) or {}
         access = (access_values.get(name) or {}).get("access") or {}
         if system is None:
-            plans[name] = {"state": "not_checked", "package_manager": None, "packages": [], "commands": [],
-                           "reason": "not in the inventory", "applied": False}
+            plans[name] = {
+                "state": "not_checked",
+                "package_manager": None,
+                "packages": [],
+                "commands": [],
+                "reason": "not in the inventory",
+                "applied": False,
+            }
             continue
         plans[name] = plan_provisioning(
             system,
             [ToolResult.from_dict(tool) for tool in tools.get("tools", [])],
             specs_of(inventory, name),
             tools.get("platform", {}),
-            access_ok=access.get("state") in (AccessState.REACHABLE.value, AccessState.NOT_CONTACTED.value),
+            access_ok=access.get("state")
+            in (AccessState.REACHABLE.value, AccessState.NOT_CONTACTED.value),
         )
     return plans
 
@@ -293,15 +321,26 @@ def baseline_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
     for name, baseline in sorted(values.items()):
         for metric in baseline.get("metrics", []):
             rows.append(
-                [name, metric["metric"], baseline["source"], _fmt(metric.get("avg")), _fmt(metric.get("p95")),
-                 _fmt(metric.get("max")), _fmt(metric.get("threshold"))]
+                [
+                    name,
+                    metric["metric"],
+                    baseline["source"],
+                    _fmt(metric.get("avg")),
+                    _fmt(metric.get("p95")),
+                    _fmt(metric.get("max")),
+                    _fmt(metric.get("threshold")),
+                ]
             )
     return {
         "systems": len(values),
-        "from_prometheus": sum(1 for value in values.values() if value.get("source") == "prometheus"),
+        "from_prometheus": sum(
+            1 for value in values.values() if value.get("source") == "prometheus"
+        ),
         "from_sample": sum(1 for value in values.values() if value.get("source") == "sample"),
         "no_data": sum(1 for value in values.values() if value.get("source") == "none"),
-        "baselines": markdown_table(["System", "Metric", "Source", "Avg", "P95", "Max", "Threshold"], rows),
+        "baselines": markdown_table(
+            ["System", "Metric", "Source", "Avg", "P95", "Max", "Threshold"], rows
+        ),
     }
 
 
@@ -339,7 +378,9 @@ def drift(
 ) -> dict[str, Any]:
     """Compare this pass with the snapshot stored by the previous drift report."""
     current = _snapshot(inventory, access_values, tool_values)
-    before = Snapshot.from_dict(previous["snapshot"]) if previous and previous.get("snapshot") else None
+    before = (
+        Snapshot.from_dict(previous["snapshot"]) if previous and previous.get("snapshot") else None
+    )
     rows = compute_drift(before, current, ChangeContext.from_dict(dict(changes)), now)
     return {"rows": [row.to_dict() for row in rows], "snapshot": current.to_dict()}
 
@@ -347,13 +388,23 @@ def drift(
 def drift_metadata(report: Mapping[str, Any]) -> dict[str, Any]:
     rows = report["rows"]
     table = [
-        [r["verdict"], r["system"], r["kind"], r.get("before"), r.get("after"), r["reason"], r.get("commit")]
+        [
+            r["verdict"],
+            r["system"],
+            r["kind"],
+            r.get("before"),
+            r.get("after"),
+            r["reason"],
+            r.get("commit_sha"),
+        ]
         for r in rows
     ]
     return {
         "changes": len(rows),
         "unexpected": sum(1 for row in rows if row["verdict"] == "UNEXPECTED"),
-        "drift": markdown_table(["Verdict", "System", "Change", "Before", "After", "Reason", "Commit"], table),
+        "drift": markdown_table(
+            ["Verdict", "System", "Change", "Before", "After", "Reason", "Commit"], table
+        ),
     }
 
 
@@ -430,7 +481,10 @@ def write_status(
     """Build, validate and write prep-status.json and prep-status.md; return paths and the summary."""
     systems = systems_of(inventory)
     checks = {
-        name: {"access": (access.get(name) or {}).get("access"), "tools": (tools.get(name) or {}).get("tools", [])}
+        name: {
+            "access": (access.get(name) or {}).get("access"),
+            "tools": (tools.get(name) or {}).get("tools", []),
+        }
         for name in systems
     }
     inputs = StatusInputs(
@@ -468,4 +522,3 @@ def status_metadata(written: Mapping[str, Any]) -> dict[str, Any]:
         "prep_status_md": FilePath(written["markdown"]),
         **{key: value for key, value in summary.items()},
     }
-

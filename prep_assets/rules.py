@@ -71,7 +71,7 @@ def decide_actions(
                     Action.PROVISION,
                     "new system: provision its tools",
                     "system_added",
-                    row.commit,
+                    row.commit_sha,
                 )
             )
             actions.append(
@@ -80,7 +80,7 @@ def decide_actions(
                     Action.BASELINE,
                     "new system: collect its baselines",
                     "system_added",
-                    row.commit,
+                    row.commit_sha,
                 )
             )
         elif row.kind == "system_removed":
@@ -100,7 +100,7 @@ def decide_actions(
                         Action.RECORD,
                         f"system removed as planned: {row.reason}",
                         "system_removed",
-                        row.commit,
+                        row.commit_sha,
                     )
                 )
         elif row.kind in _STATE_CHANGES:
@@ -110,7 +110,7 @@ def decide_actions(
                     Action.BASELINE,
                     f"{row.kind.replace('_', ' ')} from {row.before!r} to {row.after!r}: collect baselines again",
                     row.kind,
-                    row.commit,
+                    row.commit_sha,
                 )
             )
 

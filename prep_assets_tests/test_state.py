@@ -16,7 +16,9 @@ def test_round_trip_per_partition(tmp_path):
     assert store.read_many("tool_status", ["pve1", "pve2"]) == {"pve1": {"tools": []}}
 
 
-@pytest.mark.parametrize("key", ["../../etc/passwd", "a/b", "..", ".hidden", "iostat; touch /tmp/x"])
+@pytest.mark.parametrize(
+    "key", ["../../etc/passwd", "a/b", "..", ".hidden", "iostat; touch /tmp/x"]
+)
 def test_partition_key_stays_in_folder(tmp_path, key):
     store = StateStore(tmp_path / "state")
     path = store.write("tool_status", {"ok": True}, key)

@@ -80,6 +80,7 @@ def check_system(
 
     started = time.monotonic()
     transport: Transport | None = None
+    access: AccessResult | None = None
     try:
         transport = open_transport(system)
         result = transport.run(tool_check_command(specs), settings.timeout)
@@ -107,6 +108,8 @@ def check_system(
     finally:
         if transport is not None:
             transport.close()
+        if access is not None:
+            access.duration_ms = round((time.monotonic() - started) * 1000, 1)
 
 
 def check_systems(
@@ -145,12 +148,14 @@ def _probe_only(system: System, specs: Sequence[ToolSpec], settings: CheckSettin
             message="no address and port documented, so reachability was not probed",
         )
         return SystemCheck(system.name, access, not_applicable(specs))
+    started = time.monotonic()
     try:
         latency_ms = probe_tcp(system.name, system.address, system.port, settings.timeout)
     except TransportError as error:
         access = AccessResult(system.name, error.state, method, message=error.message)
     else:
         access = AccessResult(system.name, AccessState.REACHABLE, method, round(latency_ms, 1))
+    access.duration_ms = round((time.monotonic() - started) * 1000, 1)
     return SystemCheck(system.name, access, not_applicable(specs))
 
 

@@ -68,12 +68,18 @@ def inventory(context: AssetExecutionContext, infra_repo: InfraRepoResource) -> 
     """Every documented system, managed and unmanaged, with its expected tools; bad rows are listed as problems."""
     value = pipeline.read_inventory(infra_repo.root)
     names = [system["name"] for system in value["systems"]]
-    new = [name for name in names if not context.instance.has_dynamic_partition(SYSTEMS_PARTITIONS.name, name)]
+    new = [
+        name
+        for name in names
+        if not context.instance.has_dynamic_partition(SYSTEMS_PARTITIONS.name, name)
+    ]
     if new:
         context.instance.add_dynamic_partitions(SYSTEMS_PARTITIONS.name, new)
         context.log.info("added %d systems to the systems partitions: %s", len(new), ", ".join(new))
     for problem in value["problems"]:
-        context.log.warning("%s:%s:%s: %s", problem["file"], problem["line"], problem["column"], problem["reason"])
+        context.log.warning(
+            "%s:%s:%s: %s", problem["file"], problem["line"], problem["column"], problem["reason"]
+        )
     return Output(value, metadata=_metadata(pipeline.inventory_metadata(value, new)))
 
 
@@ -110,8 +116,16 @@ def system_checks(
         max_workers=access.max_workers,
         take_samples=not prometheus.url,
     )
-    yield Output(access_values, output_name="access_status", metadata=_metadata(pipeline.access_metadata(access_values)))
-    yield Output(tool_values, output_name="tool_status", metadata=_metadata(pipeline.tool_metadata(tool_values)))
+    yield Output(
+        access_values,
+        output_name="access_status",
+        metadata=_metadata(pipeline.access_metadata(access_values)),
+    )
+    yield Output(
+        tool_values,
+        output_name="tool_status",
+        metadata=_metadata(pipeline.tool_metadata(tool_values)),
+    )
 
 
 @asset(

@@ -182,6 +182,7 @@ def _access_entry(access: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "state": access["state"],
         "method": access["method"],
         "latency_ms": access.get("latency_ms"),
+        "duration_ms": access.get("duration_ms"),
         "message": access.get("message", ""),
     }
 
@@ -236,7 +237,9 @@ def _provisioning_entry(plan: Mapping[str, Any] | None) -> dict[str, Any] | None
 
 def _event_entry(event: Mapping[str, Any]) -> dict[str, Any]:
     commit = event.get("commit") or {}
-    sha = commit.get("short_sha") or commit.get("sha") if isinstance(commit, Mapping) else str(commit)
+    sha = (
+        commit.get("short_sha") or commit.get("sha") if isinstance(commit, Mapping) else str(commit)
+    )
     entry: dict[str, Any] = {
         "kind": event["kind"],
         "system": event.get("system"),

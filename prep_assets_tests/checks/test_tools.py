@@ -52,7 +52,11 @@ def test_local_check_reports_package_version():
 
 def test_metacharacters_in_tool_name_are_literal(tmp_path):
     marker = tmp_path / "pwned"
-    specs = [ToolSpec(f"iostat; touch {marker}"), ToolSpec(f"$(touch {marker})"), ToolSpec(f"`touch {marker}`")]
+    specs = [
+        ToolSpec(f"iostat; touch {marker}"),
+        ToolSpec(f"$(touch {marker})"),
+        ToolSpec(f"`touch {marker}`"),
+    ]
 
     results = parse_tool_check(run_check(specs), specs)
 

@@ -30,21 +30,89 @@ def sample_inputs(**overrides) -> StatusInputs:
         systems=systems,
         checks={
             "pve1": {
-                "access": {"state": "reachable", "method": "ssh", "latency_ms": 12.5, "message": ""},
+                "access": {
+                    "state": "reachable",
+                    "method": "ssh",
+                    "latency_ms": 12.5,
+                    "message": "",
+                },
                 "tools": [
-                    {"command": "iostat", "state": "installed", "path": "/usr/bin/iostat", "package": "sysstat", "version": "12.6.1-1"},
-                    {"command": "perf", "state": "missing", "path": None, "package": "linux-perf", "version": None},
+                    {
+                        "command": "iostat",
+                        "state": "installed",
+                        "path": "/usr/bin/iostat",
+                        "package": "sysstat",
+                        "version": "12.6.1-1",
+                    },
+                    {
+                        "command": "perf",
+                        "state": "missing",
+                        "path": None,
+                        "package": "linux-perf",
+                        "version": None,
+                    },
                 ],
             },
-            "modem": {"access": {"state": "not_contacted", "method": "none", "latency_ms": None, "message": "not contacted"}, "tools": []},
+            "modem": {
+                "access": {
+                    "state": "not_contacted",
+                    "method": "none",
+                    "latency_ms": None,
+                    "message": "not contacted",
+                },
+                "tools": [],
+            },
         },
-        baselines={"pve1": {"source": "sample", "metrics": [{"metric": "cpu_utilisation", "unit": "%", "avg": 3.0, "p95": 5.0, "max": 7.0}]}},
-        provisioning={"pve1": {"state": "planned", "package_manager": "apt", "packages": ["linux-perf"], "commands": [["apt-get", "install", "-y", "linux-perf"]], "reason": "missing: perf"}},
-        last_checked={"pve1": {"tool_status": "2026-12-04T11:59:00Z", "access_status": "2026-12-04T11:59:00Z"}},
+        baselines={
+            "pve1": {
+                "source": "sample",
+                "metrics": [
+                    {"metric": "cpu_utilisation", "unit": "%", "avg": 3.0, "p95": 5.0, "max": 7.0}
+                ],
+            }
+        },
+        provisioning={
+            "pve1": {
+                "state": "planned",
+                "package_manager": "apt",
+                "packages": ["linux-perf"],
+                "commands": [["apt-get", "install", "-y", "linux-perf"]],
+                "reason": "missing: perf",
+            }
+        },
+        last_checked={
+            "pve1": {"tool_status": "2026-12-04T11:59:00Z", "access_status": "2026-12-04T11:59:00Z"}
+        },
         changes={"since": None, "head": "a" * 40, "commits": [], "events": [], "warnings": []},
-        drift=[{"system": "pve2", "kind": "system_removed", "before": "present", "after": "absent", "verdict": "UNEXPECTED", "reason": "no commit explains it", "commit": None}],
-        actions=[{"system": "pve2", "action": "alert", "reason": "system disappeared unexpectedly", "trigger": "system_removed", "commit": None}],
-        problems=[{"file": "docs/infrastructure/system-inventory.md", "line": 9, "column": 3, "reason": "duplicate name", "name": "pve1"}],
+        drift=[
+            {
+                "system": "pve2",
+                "kind": "system_removed",
+                "before": "present",
+                "after": "absent",
+                "verdict": "UNEXPECTED",
+                "reason": "no commit explains it",
+                "commit_sha": None,
+            }
+        ],
+        actions=[
+            {
+                "system": "pve2",
+                "action": "alert",
+                "reason": "system disappeared unexpectedly",
+                "trigger": "system_removed",
+                "commit": None,
+            }
+        ],
+        problems=[
+            {
+                "file": "docs/infrastructure/system-inventory.md",
+                "line": 9,
+                "column": 3,
+                "reason": "duplicate name",
+                "name": "pve1",
+            }
+        ],
     )
     values.update(overrides)
     return StatusInputs(**values)
@@ -118,4 +186,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         write_status_documents(good, tmp_path)
 
     assert (tmp_path / "prep-status.md").read_bytes() == before
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["prep-status.json", "prep-status.md"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "prep-status.json",
+        "prep-status.md",
+    ]
