@@ -234,14 +234,19 @@ class SshTransport:
 
     def _connect(self) -> paramiko.SSHClient:
         target = self.target
-        key = self._load_key()
+        started = time.monotonic()
+        deadline = started + target.connect_timeout
+        # The TCP connect comes first, so a system that is down reports as
+        # unreachable even when its key is missing on this machine.
+        sock = self._open_socket()
+        try:
+            key = self._load_key()
+        except BaseException:
+            sock.close()
+            raise
         client = paramiko.SSHClient()
         known_hosts_missing = self._load_known_hosts(client)
         client.set_missing_host_key_policy(RejectUnknownHostKeyPolicy())
-
-        started = time.monotonic()
-        deadline = started + target.connect_timeout
-        sock = self._open_socket()
 
         remaining = max(deadline - time.monotonic(), 0.0)
         paramiko_timeout = remaining + PARAMIKO_TIMEOUT_MARGIN_SECONDS

@@ -325,8 +325,19 @@ def test_wrong_passphrase_raises_error(
     assert "could not decrypt" in str(wrong_error)
     assert missing_error.state is AccessState.ERROR
     assert "encrypted" in str(missing_error)
-    # The key is checked before any connection is opened.
-    assert host.connection_count() == 0
+    # The TCP connect comes first, but no login is attempted with an unreadable key.
+    assert host.login_count() == 0
+
+
+def test_unreachable_host_wins_over_missing_key(
+    ssh_hosts: SshHostPool, transport_factory: OpenTransport, tmp_path: Path
+) -> None:
+    closed = ssh_hosts["closed_port"]
+    target = dataclasses.replace(closed.ssh_target(), key_path=str(tmp_path / "no-such-key"))
+
+    error = _run_and_catch(transport_factory(closed.name, target), ["true"])
+
+    assert error.state is AccessState.UNREACHABLE
 
 
 def test_secrets_absent_from_every_error(
