@@ -180,6 +180,8 @@ def test_loop_registers_partitions(loop):
 def test_drift_after_decommission_and_outage(loop):
     repo, hosts, instance, resources, ssh_hosts, secret_key = loop
     run_pass(instance, resources)
+    first_head = repo.repo.head.commit.hexsha
+    assert repo.status()["drift"] == []
 
     text = (repo.root / INVENTORY).read_text()
     retiring_row = next(line for line in text.splitlines() if line.startswith("| retiring "))
@@ -192,6 +194,15 @@ def test_drift_after_decommission_and_outage(loop):
     ssh_hosts.stop_host(hosts["flaky"].name)
 
     run_pass(instance, resources)
+
+    # The second git review reads only the commits since the first pass.
+    changes = repo.status()["changes"]
+    assert changes["since"] == first_head
+    assert changes["commits"] == 2
+    assert {(event["kind"], event["system"]) for event in changes["events"]} >= {
+        ("decommission", "retiring"),
+        ("maintenance", "maintained"),
+    }
 
     rows = {(row["system"], row["kind"]): row for row in repo.status()["drift"]}
     removed = rows[("retiring", "system_removed")]
