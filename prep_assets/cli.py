@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from prep_assets.defs.partitions import SYSTEMS_PARTITIONS
 from prep_assets.defs.resources import default_infra_repo
@@ -22,6 +22,8 @@ from prep_assets.defs.resources import default_infra_repo
 logger = logging.getLogger("prep_assets")
 
 DISCOVERY_ASSETS = ["change_context", "inventory"]
+# Step starts and outputs go to the instance's event log; the console shows INFO and above.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def run_loop(
@@ -39,46 +41,39 @@ def run_loop(
 
     assets = list(defs.assets or [])
     resources = {**(defs.resources or {}), **(resources or {})}
-    first = materialize(
-        assets,
-        instance=instance,
-        resources=resources,
-        selection=DISCOVERY_ASSETS,
-        raise_on_error=False,
-    )
+
+    def run(selection: list[str], tags: dict[str, str] | None = None) -> ExecuteInProcessResult:
+        return materialize(
+            assets,
+            instance=instance,
+            resources=resources,
+            selection=selection,
+            tags=tags,
+            run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+        )
+
+    first = run(DISCOVERY_ASSETS)
     if not first.success:
         logger.error("the git review or the inventory failed; see the run %s", first.run_id)
         return False
 
     inventory = first.output_for_node("inventory")
-    names = systems or [system["name"] for system in inventory["systems"]]
-    selection = [key for key in _all_keys(assets) if key not in DISCOVERY_ASSETS]
+    names = set(systems or [system["name"] for system in inventory["systems"]])
     known = instance.get_dynamic_partitions(SYSTEMS_PARTITIONS.name)
     # A run covers a contiguous range of partition keys; keys outside the inventory in that
     # range get a "not in the inventory" value without contacting anything.
-    ordered = [key for key in known if key in set(names)]
+    ordered = [key for key in known if key in names]
     if not ordered:
         logger.warning("the inventory lists no systems; only the status document is written")
-        second = materialize(
-            assets,
-            instance=instance,
-            resources=resources,
-            selection=["drift_report", "rule_actions", "prep_status_doc"],
-            raise_on_error=False,
-        )
-        return second.success
+        return run(["drift_report", "rule_actions", "prep_status_doc"]).success
+
+    selection = [key for key in _all_keys(assets) if key not in DISCOVERY_ASSETS]
     tags = {
         "dagster/asset_partition_range_start": ordered[0],
         "dagster/asset_partition_range_end": ordered[-1],
     }
-    second = materialize(
-        assets,
-        instance=instance,
-        resources=resources,
-        selection=selection,
-        tags=tags,
-        raise_on_error=False,
-    )
+    second = run(selection, tags)
     if not second.success:
         logger.error("the per-system pass failed; see the run %s", second.run_id)
     return second.success
