@@ -50,6 +50,11 @@ def _inventory_names(text: str) -> set[str]:
 
 def review_git(root: Path, since: str | None, now: datetime, first_run_days: int) -> dict[str, Any]:
     """Classify the commits since ``since`` and return the change context as a dict."""
+    if not root.exists():
+        raise FileNotFoundError(
+            f"infra repo {root} does not exist: set PREP_INFRA_REPO (or the infra_repo resource's "
+            "path) to your docs repo, or run `make demo` to build the example there"
+        )
     changes = review_changes(
         root,
         since,
