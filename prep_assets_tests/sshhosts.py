@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -115,6 +115,12 @@ class HostKind(enum.StrEnum):
     WRONG_HOST_KEY = "wrong_host_key"
     # A TCP listener that accepts connections and never sends a byte.
     SILENT = "silent"
+
+
+# The kinds that run a real sshd.
+SSHD_KINDS = frozenset(
+    {HostKind.WITH_SYSSTAT, HostKind.WITHOUT_SYSSTAT, HostKind.REJECTS_KEY, HostKind.WRONG_HOST_KEY}
+)
 
 
 @dataclass(frozen=True)
@@ -342,14 +348,18 @@ class SilentListener:
 
 
 class SshdProcess:
-    """One sshd started in its own process group, with its log in a file."""
+    """One sshd started in its own process group, with its log in a file.
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    ``prefix`` runs sshd through another program, such as ``ip netns exec NAME``,
+    which replaces itself with sshd, so the process group is still sshd's.
+    """
+
+    def __init__(self, config_path: Path, log_path: Path, prefix: Sequence[str] = ()) -> None:
         self.config_path = config_path
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(SSHD_PATH), "-D", "-e", "-f", str(config_path)],
+            [*prefix, str(SSHD_PATH), "-D", "-e", "-f", str(config_path)],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
@@ -442,14 +452,28 @@ class SshHostPool:
         return generate_key(self.private_dir / name, f"prep-assets test key {name}", passphrase)
 
     def start_host(
-        self, kind: HostKind, name: str | None = None, client_key: KeyPair | None = None
+        self,
+        kind: HostKind,
+        name: str | None = None,
+        client_key: KeyPair | None = None,
+        *,
+        namespace: str | None = None,
+        address: str | None = None,
+        allow_tcp_forwarding: bool = False,
+        programs: Mapping[str, str] | None = None,
     ) -> SshHost:
         """Start one host of ``kind`` on a new loopback address and return its data.
 
         ``client_key`` (default: the pool's client key) is the key the host
         accepts, except for REJECTS_KEY hosts, which accept no key of the pool.
+        With ``namespace``, sshd runs in that network namespace on port 22 of
+        all its addresses, and ``address`` is where clients reach it.
+        ``allow_tcp_forwarding`` makes the host usable as a jump host.
+        ``programs`` are scripts (name to text) written into the host's bin dir.
         """
-        address = self._next_address()
+        if namespace is not None and (address is None or kind not in SSHD_KINDS):
+            raise ValueError("a host in a network namespace needs an address and an sshd kind")
+        address = address or self._next_address()
         name = name or f"{kind.value}-{address}"
         if name in self._names:
             raise ValueError(f"a test host named {name} already exists")
@@ -472,7 +496,13 @@ class SshHostPool:
             port = free_port(address)
             self._listeners[name] = SilentListener(address, port)
             return dataclasses.replace(host, port=port)
-        return self._start_sshd_host(host, key)
+        return self._start_sshd_host(
+            host,
+            key,
+            namespace=namespace,
+            allow_tcp_forwarding=allow_tcp_forwarding,
+            programs=programs or {},
+        )
 
     def start_hosts(self, kind: HostKind, count: int, prefix: str | None = None) -> list[SshHost]:
         prefix = prefix or kind.value
@@ -497,7 +527,15 @@ class SshHostPool:
         self._next_address_index += 1
         return f"127.0.{index // 253}.{index % 253 + 2}"
 
-    def _start_sshd_host(self, host: SshHost, client_key: KeyPair) -> SshHost:
+    def _start_sshd_host(
+        self,
+        host: SshHost,
+        client_key: KeyPair,
+        *,
+        namespace: str | None = None,
+        allow_tcp_forwarding: bool = False,
+        programs: Mapping[str, str],
+    ) -> SshHost:
         host_dir = self.private_dir / host.name
         public_host_dir = self.public_dir / host.name
         host_dir.mkdir()
@@ -518,16 +556,31 @@ class SshHostPool:
         authorized_keys_path.chmod(0o644)
         bin_dir = public_host_dir / "bin"
         link_tools(bin_dir, with_sysstat=host.kind is not HostKind.WITHOUT_SYSSTAT)
+        for program, text in programs.items():
+            script = bin_dir / program
+            script.write_text(text)
+            script.chmod(0o755)
 
         log_path = host_dir / "sshd.log"
+        # In its own namespace the host has every port to itself, and listens on
+        # all of its addresses, which only the veth links of the test reach.
+        listen_address = "::" if namespace is not None else host.address
+        prefix = ("ip", "netns", "exec", namespace) if namespace is not None else ()
         for _attempt in range(BIND_ATTEMPTS):
-            port = free_port(host.address)
+            port = 22 if namespace is not None else free_port(host.address)
             config_path = host_dir / "sshd_config"
             config_path.write_text(
-                self._sshd_config(host.address, port, host_key, authorized_keys_path, bin_dir)
+                self._sshd_config(
+                    listen_address,
+                    port,
+                    host_key,
+                    authorized_keys_path,
+                    bin_dir,
+                    allow_tcp_forwarding=allow_tcp_forwarding,
+                )
             )
-            sshd = SshdProcess(config_path, log_path)
-            if sshd.wait_listening(host.address, port):
+            sshd = SshdProcess(config_path, log_path, prefix)
+            if sshd.wait_listening(listen_address, port):
                 break
             # sshd exited before listening, most likely because another process
             # took the port between free_port() and sshd's bind.
@@ -541,8 +594,9 @@ class SshHostPool:
 
         self._sshd[host.name] = sshd
         host_key_type, host_key_base64 = known_key.public_key.split()[:2]
+        known_name = host.address if port == 22 else f"[{host.address}]:{port}"
         with self.known_hosts_path.open("a") as known_hosts:
-            known_hosts.write(f"[{host.address}]:{port} {host_key_type} {host_key_base64}\n")
+            known_hosts.write(f"{known_name} {host_key_type} {host_key_base64}\n")
 
         return dataclasses.replace(host, port=port, log_path=log_path, bin_dir=bin_dir)
 
@@ -553,9 +607,11 @@ class SshHostPool:
         host_key: KeyPair,
         authorized_keys_path: Path,
         bin_dir: Path,
+        allow_tcp_forwarding: bool = False,
     ) -> str:
+        listen = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         lines = [
-            f"ListenAddress {address}:{port}",
+            f"ListenAddress {listen}",
             f"HostKey {host_key.private_key_path}",
             "PidFile none",
             "UsePAM no",
@@ -576,7 +632,7 @@ class SshHostPool:
             "PrintMotd no",
             "PrintLastLog no",
             "X11Forwarding no",
-            "AllowTcpForwarding no",
+            f"AllowTcpForwarding {'local' if allow_tcp_forwarding else 'no'}",
             "AllowAgentForwarding no",
             "PermitTunnel no",
             "Subsystem sftp internal-sftp",
@@ -603,9 +659,9 @@ def start_ssh_host(ssh_hosts: SshHostPool) -> Iterator[Callable[..., SshHost]]:
     started: list[str] = []
 
     def start(
-        kind: HostKind, name: str | None = None, client_key: KeyPair | None = None
+        kind: HostKind, name: str | None = None, client_key: KeyPair | None = None, **options: Any
     ) -> SshHost:
-        host = ssh_hosts.start_host(kind, name=name, client_key=client_key)
+        host = ssh_hosts.start_host(kind, name=name, client_key=client_key, **options)
         started.append(host.name)
         return host
 

@@ -6,9 +6,11 @@ system's result and never stops the others.
 """
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ from prep_assets.models import (
     ToolState,
 )
 from prep_assets.transports.base import Transport, TransportError
+from prep_assets.transports.proxmox import proxmox_node_of
 from prep_assets.transports.tcp import probe_tcp
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,12 @@ class CheckSettings:
     timeout: float = 10.0
     # Systems checked at the same time.
     max_workers: int = 16
+    # Systems checked at the same time through one Proxmox node (its guests and
+    # the node itself), each with its own SSH or API connection to the node;
+    # None for no limit besides max_workers.
+    # NOTE: 4 is an estimate of what a small node takes alongside its guests
+    # (every pct or qm call starts a Perl process there), not a measured limit.
+    max_per_node: int | None = 4
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class SampleRequest:
 
     command: Sequence[str]
     parse: SampleParser
+    # How long the command runs by design; it is added to the command timeout.
+    duration_seconds: float = 0.0
 
 
 class SetupError(Exception):
@@ -119,13 +130,21 @@ def check_systems(
     settings: CheckSettings,
     sample_for: Callable[[System], SampleRequest | None] = lambda system: None,
 ) -> dict[str, SystemCheck]:
-    """Check every system concurrently with at most ``settings.max_workers`` at a time."""
+    """Check every system concurrently with at most ``settings.max_workers`` at a time.
+
+    Systems that are reached through the same Proxmox node, and that node
+    itself, are also limited to ``settings.max_per_node`` at a time. A system
+    waiting for its node does not hold a worker, so other systems go ahead.
+    """
     if not systems:
         return {}
     workers = max(1, min(settings.max_workers, len(systems)))
+    node_keys = _node_keys(systems)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prep-check") as pool:
+        limiter = _KeyedLimiter(pool, settings.max_per_node)
         futures = {
-            system.name: pool.submit(
+            system.name: limiter.submit(
+                node_keys[system.name],
                 check_system,
                 system,
                 tools_for(system),
@@ -136,6 +155,71 @@ def check_systems(
             for system in systems
         }
         return {name: future.result() for name, future in futures.items()}
+
+
+def _node_keys(systems: Sequence[System]) -> dict[str, str | None]:
+    """Return the Proxmox node that each system loads, or None for systems on no node."""
+    nodes = {node for node in map(proxmox_node_of, systems) if node is not None}
+    return {
+        system.name: proxmox_node_of(system) or (system.name if system.name in nodes else None)
+        for system in systems
+    }
+
+
+class _KeyedLimiter:
+    """Submit calls to a pool with at most ``limit`` running per key; key None is not limited.
+
+    Calls over the limit wait in a queue per key, not in a worker thread, and
+    start when a call of the same key finishes.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, limit: int | None) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"max_per_node must be at least 1 or None, got {limit}")
+        self._pool = pool
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._running: Counter[Hashable] = Counter()
+        self._waiting: dict[Hashable, deque[tuple[Future[Any], Callable[[], Any]]]] = {}
+
+    def submit(self, key: Hashable | None, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        outer: Future[Any] = Future()
+
+        def call() -> Any:
+            return function(*args)
+
+        if key is None or self._limit is None:
+            self._start(None, outer, call)
+            return outer
+        with self._lock:
+            if self._running[key] >= self._limit:
+                self._waiting.setdefault(key, deque()).append((outer, call))
+                return outer
+            self._running[key] += 1
+        self._start(key, outer, call)
+        return outer
+
+    def _start(self, key: Hashable | None, outer: Future[Any], call: Callable[[], Any]) -> None:
+        inner = self._pool.submit(call)
+        inner.add_done_callback(lambda done: self._finish(key, outer, done))
+
+    def _finish(self, key: Hashable | None, outer: Future[Any], inner: Future[Any]) -> None:
+        error = inner.exception()
+        if error is not None:
+            outer.set_exception(error)
+        else:
+            outer.set_result(inner.result())
+        if key is None or self._limit is None:
+            return
+        following = None
+        with self._lock:
+            queue = self._waiting.get(key)
+            if queue:
+                following = queue.popleft()
+            else:
+                self._running[key] -= 1
+        if following is not None:
+            self._start(key, *following)
 
 
 def _probe_only(system: System, specs: Sequence[ToolSpec], settings: CheckSettings) -> SystemCheck:
@@ -163,13 +247,18 @@ def _take_sample(
     transport: Transport, system: System, sample: SampleRequest, settings: CheckSettings
 ) -> dict[str, Any] | None:
     try:
-        result = transport.run(sample.command, settings.timeout)
+        result = transport.run(sample.command, settings.timeout + sample.duration_seconds)
     except TransportError as error:
         logger.info("short sample on %s failed: %s", system.name, error.message)
         return {"error": error.message}
     if result.exit_code != 0:
         return {"error": f"sample command exited with {result.exit_code}"}
-    return sample.parse(result.stdout)
+    try:
+        return sample.parse(result.stdout)
+    except ValueError as error:
+        # A sample that cannot be read is missing data, not a failed access check.
+        logger.warning("short sample on %s could not be parsed: %s", system.name, error)
+        return {"error": f"sample output could not be parsed: {error}"}
 
 
 def _unknown(specs: Sequence[ToolSpec]) -> list[ToolResult]:

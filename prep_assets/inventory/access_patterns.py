@@ -179,16 +179,21 @@ def validate_user(value: str) -> str:
 
 
 def validate_jump(value: str) -> str:
-    """Return the jump host ``[user@]host[:port]``, or raise ValueError naming the value."""
-    user, at_sign, host = value.rpartition("@")
-    try:
-        if at_sign:
-            validate_user(user)
-        split_address(host)
-    except ValueError:
-        raise ValueError(
-            f"invalid jump host {value!r}: expected a system name or [user@]host[:port]"
-        ) from None
+    """Return the jump hosts, ``[user@]host[:port]`` entries separated by commas, first hop first.
+
+    Raise ValueError naming the value when an entry is empty or invalid.
+    """
+    for entry in value.split(","):
+        user, at_sign, host = entry.strip().rpartition("@")
+        try:
+            if at_sign:
+                validate_user(user)
+            split_address(host)
+        except ValueError:
+            raise ValueError(
+                f"invalid jump host {value!r}: expected a system name or [user@]host[:port], "
+                "several separated by commas with the first hop first"
+            ) from None
     return value
 
 

@@ -316,6 +316,10 @@ def _read_system_row(
         for index, key in layout.attributes
         if not is_missing(row.cells[index].text)
     }
+    for key, reason in _guest_attribute_problems(method, attributes, row_jump):
+        reject(_attribute_cell(row, layout, key) or cell_or_name("access"), reason)
+    if problems:
+        return None, problems
     system = System(
         name=name,
         type=system_type,
@@ -331,6 +335,43 @@ def _read_system_row(
         source=SourceLocation(path, row.line, 1),
     )
     return system, problems
+
+
+def _guest_attribute_problems(
+    method: AccessMethod, attributes: dict[str, str], jump: str | None
+) -> list[tuple[str, str]]:
+    """Check the VMID and Node values of pct, qm and qm-api rows; return (key, reason) pairs.
+
+    Missing values are not problems of the document: the access check of the
+    system reports them, so the row still appears in the status.
+    """
+    if method not in (AccessMethod.PCT, AccessMethod.QM, AccessMethod.QM_API):
+        return []
+    found: list[tuple[str, str]] = []
+    vmid = attributes.get("vmid")
+    if vmid is not None and (
+        not vmid.isascii() or not vmid.isdigit() or not 100 <= int(vmid) <= 999_999_999
+    ):
+        found.append(
+            ("vmid", f"invalid vmid {vmid!r}: expected a Proxmox guest ID from 100 to 999999999")
+        )
+    node = attributes.get("node")
+    if node is not None and jump is not None and node != jump:
+        found.append(
+            (
+                "node",
+                f"conflicting nodes: Node is {node!r} but Jump is {jump!r}; a guest is reached "
+                "through its node, so write the node in one place",
+            )
+        )
+    return found
+
+
+def _attribute_cell(row: Row, layout: _TableLayout, key: str) -> Cell | None:
+    for index, attribute in layout.attributes:
+        if attribute == key:
+            return row.cells[index]
+    return None
 
 
 def _choose_method(

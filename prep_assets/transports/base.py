@@ -53,6 +53,30 @@ class TransportTimeoutError(TransportError):
     state = AccessState.TIMED_OUT
 
 
+class JumpHostUnreachableError(TransportError):
+    """A jump host, or the Proxmox node that a guest is reached through, did not accept the connection."""
+
+    state = AccessState.JUMP_HOST_UNREACHABLE
+
+
+class AgentMissingError(TransportError):
+    """The VM has no QEMU guest agent configured, or the agent is not running in the guest."""
+
+    state = AccessState.AGENT_MISSING
+
+
+class PermissionDeniedError(TransportError):
+    """The API token or Kubernetes identity lacks the privilege that the command needs."""
+
+    state = AccessState.PERMISSION_DENIED
+
+
+class NotFoundError(TransportError):
+    """The container, VM or pod that the inventory names does not exist."""
+
+    state = AccessState.NOT_FOUND
+
+
 class Transport(Protocol):
     """An open connection to one system."""
 

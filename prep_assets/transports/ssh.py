@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import paramiko
 
@@ -28,6 +29,9 @@ from prep_assets.transports.base import (
     UnreachableError,
     shell_command,
 )
+
+if TYPE_CHECKING:
+    from prep_assets.transports.jump import JumpChain
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,11 @@ class SshTarget:
     # Maximum run time of one command when run() is called without a timeout.
     command_timeout: float = 60.0
     allow_agent: bool = False
+    # Jump hosts to pass on the way, first hop first, as in OpenSSH's ProxyJump.
+    # Each hop has its own key, known_hosts file and connect timeout.
+    jumps: tuple["SshTarget", ...] = ()
+    # Name for messages, such as the inventory name or ssh_config alias of a jump host.
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -93,6 +102,13 @@ class SshTarget:
     def address(self) -> str:
         """``user@host:port`` for messages."""
         return f"{self.user}@{self.host}:{self.port}"
+
+    @property
+    def display_name(self) -> str:
+        """``name (user@host:port)`` when the target has a name, else ``user@host:port``."""
+        if self.name and self.name != self.host:
+            return f"{self.name} ({self.address})"
+        return self.address
 
 
 class UnknownHostKeyRejected(paramiko.SSHException):
@@ -159,6 +175,8 @@ class SshTransport:
         self.target = target
         self._client: paramiko.SSHClient | None = None
         self._key: paramiko.PKey | None = None
+        # The open connections to the jump hosts, when the target has any.
+        self._chain: JumpChain | None = None
 
     def __enter__(self) -> "SshTransport":
         return self
@@ -211,11 +229,37 @@ class SshTransport:
         )
 
     def close(self) -> None:
-        """Close the connection if one is open. The next run() opens a new one."""
+        """Close the connection and those to the jump hosts. The next run() opens new ones."""
         if self._client is not None:
             logger.debug("%s: closing SSH connection to %s", self.system, self.target.address)
             self._client.close()
             self._client = None
+        if self._chain is not None:
+            self._chain.close()
+            self._chain = None
+
+    def open_over(self, sock: socket.socket | paramiko.Channel) -> None:
+        """Run the SSH handshake over an open socket or tunnel channel and keep the connection.
+
+        A jump chain uses this to connect to each hop through the tunnel of
+        the hop before it. ``sock`` is closed when this raises.
+        """
+        self.close()
+        self._client = self._handshake(sock, time.monotonic())
+
+    def open_tunnel(self, host: str, port: int, timeout: float) -> paramiko.Channel:
+        """Ask the connected server to open a TCP connection to ``host:port`` (direct-tcpip).
+
+        Raises paramiko.ChannelException when the server rejects the request or
+        cannot connect, and paramiko.SSHException when it does not reply in time.
+        """
+        client = self._connected_client()
+        transport = client.get_transport()
+        if transport is None:
+            raise TransportError(self.system, f"connection to {self.target.address} is closed")
+        return transport.open_channel(
+            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
+        )
 
     # Connecting
 
@@ -233,12 +277,34 @@ class SshTransport:
         return self._client
 
     def _connect(self) -> paramiko.SSHClient:
-        target = self.target
         started = time.monotonic()
-        deadline = started + target.connect_timeout
         # The TCP connect comes first, so a system that is down reports as
         # unreachable even when its key is missing on this machine.
-        sock = self._open_socket()
+        sock: socket.socket | paramiko.Channel
+        if self.target.jumps:
+            # Imported here because jump.py builds its hops from this module's classes.
+            from prep_assets.transports.jump import JumpChain
+
+            self._chain = JumpChain(self.system, self.target)
+            sock = self._chain.open()
+            # Every hop had its own connect timeout, so the target's starts now.
+            started = time.monotonic()
+        else:
+            sock = self._open_socket()
+        try:
+            return self._handshake(sock, started)
+        except BaseException:
+            if self._chain is not None:
+                self._chain.close()
+                self._chain = None
+            raise
+
+    def _handshake(
+        self, sock: socket.socket | paramiko.Channel, started: float
+    ) -> paramiko.SSHClient:
+        """Check the host key and authenticate over ``sock``; close ``sock`` on failure."""
+        target = self.target
+        deadline = started + target.connect_timeout
         try:
             key = self._load_key()
         except BaseException:
@@ -366,6 +432,10 @@ class SshTransport:
         except paramiko.SSHException as exc:
             raise TransportError(self.system, f"known_hosts file {path} is invalid: {exc}") from exc
         return False
+
+    def open_socket(self) -> socket.socket:
+        """Open the TCP connection to the target, without jump hosts, and return the socket."""
+        return self._open_socket()
 
     def _open_socket(self) -> socket.socket:
         target = self.target
@@ -547,12 +617,13 @@ class SshTransport:
         )
 
 
-def _shutdown_socket(sock: socket.socket) -> None:
+def _shutdown_socket(sock: socket.socket | paramiko.Channel) -> None:
     # shutdown() wakes paramiko's reader thread with an EOF. close() could let
-    # the descriptor number be reused while that thread still polls it.
+    # the descriptor number be reused while that thread still polls it. A
+    # tunnel channel of a jump host has the same shutdown() method.
     try:
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
+    except (OSError, EOFError, paramiko.SSHException):
         pass
 
 

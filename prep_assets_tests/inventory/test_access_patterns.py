@@ -257,12 +257,22 @@ def test_split_address_rejects(value: str, message: str) -> None:
         split_address(value)
 
 
-@pytest.mark.parametrize("value", ["pve1", "ops@pve1", "ops@192.0.2.1:2222", "[::1]:22"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "pve1",
+        "ops@pve1",
+        "ops@192.0.2.1:2222",
+        "[::1]:22",
+        "bastion,ops@pve1:2222",
+        "bastion, [fe80::2%veth1]:22",
+    ],
+)
 def test_validate_jump(value: str) -> None:
     assert validate_jump(value) == value
 
 
-@pytest.mark.parametrize("value", ["-J x", "ops@", "@pve1", "a b"])
+@pytest.mark.parametrize("value", ["-J x", "ops@", "@pve1", "a b", "bastion,", ",pve1", "a,,b"])
 def test_validate_jump_rejects(value: str) -> None:
     with pytest.raises(ValueError, match="invalid jump host"):
         validate_jump(value)

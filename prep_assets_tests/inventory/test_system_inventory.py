@@ -454,7 +454,8 @@ BAD_ROW_CASES = [
         "invalid jump host",
         "| web | debian | 192.0.2.5 | | ssh | | pve1 -v | | |",
         "                                       ^",
-        "invalid jump host 'pve1 -v': expected a system name or [user@]host[:port]",
+        "invalid jump host 'pve1 -v': expected a system name or [user@]host[:port], "
+        "several separated by commas with the first hop first",
     ),
     (
         "invalid managed value",
@@ -632,3 +633,38 @@ def test_systems_round_trip_through_dict() -> None:
         "| Name | Type | Address | Notes |\n| - | - | - | - |\n| a | debian | [::1]:22 | x |\n"
     )
     assert System.from_dict(system.to_dict()) == system
+
+
+GUEST_HEADER = (
+    "| Name | Type | Access | Jump | Node | VMID |\n| --- | --- | --- | --- | --- | --- |\n"
+)
+
+
+def test_guest_vmid_and_node_read():
+    parsed = parse_system_inventory(
+        GUEST_HEADER + "| ct101 | lxc | pct | | pve2 | 101 |\n", "inventory.md"
+    )
+
+    assert parsed.problems == []
+    assert parsed.systems[0].attributes == {"node": "pve2", "vmid": "101"}
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (
+            "| ct101 | lxc | pct | | pve1 | 42 |",
+            "invalid vmid '42': expected a Proxmox guest ID from 100 to 999999999",
+        ),
+        (
+            "| vm201 | qemu | qm | pve1 | pve2 | 201 |",
+            "conflicting nodes: Node is 'pve2' but Jump is 'pve1'; a guest is reached through "
+            "its node, so write the node in one place",
+        ),
+    ],
+)
+def test_guest_attribute_problems(row: str, reason: str):
+    parsed = parse_system_inventory(GUEST_HEADER + row + "\n", "inventory.md")
+
+    assert parsed.systems == []
+    assert [problem.reason for problem in parsed.problems] == [reason]
