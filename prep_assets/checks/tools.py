@@ -12,6 +12,7 @@ To reproduce a check by hand on a system::
 import re
 from collections.abc import Sequence
 
+from prep_assets.inventory.package_names import concrete_alternatives
 from prep_assets.models import ToolResult, ToolSpec, ToolState
 from prep_assets.transports.base import shell_script
 
@@ -22,6 +23,8 @@ from prep_assets.transports.base import shell_script
 #   pm <name>                  the package manager whose database was read
 #   pkg <package> <version>    an installed package and its version
 #   os <id> <version_id>       from /etc/os-release
+#   kernel <release>           what uname -r printed
+#   installer <program>        a package manager program found on PATH
 TOOL_CHECK_SCRIPT = r"""
 packages=0
 for arg in "$@"; do
@@ -43,6 +46,14 @@ while [ "$#" -gt 0 ] && [ "$1" != "--packages" ]; do shift; done
 if [ -r /etc/os-release ]; then
   ( . /etc/os-release 2>/dev/null; printf 'os\t%s\t%s\n' "${ID:-unknown}" "${VERSION_ID:-}" )
 fi
+if release=$(uname -r 2>/dev/null); then
+  printf 'kernel\t%s\n' "$release"
+fi
+for program in apt-get apk dnf microdnf yum zypper; do
+  if command -v "$program" >/dev/null 2>&1; then
+    printf 'installer\t%s\n' "$program"
+  fi
+done
 if [ "$#" -gt 0 ]; then
   if command -v dpkg-query >/dev/null 2>&1; then
     printf 'pm\tapt\n'
@@ -66,7 +77,15 @@ exit 0
 def tool_check_command(specs: Sequence[ToolSpec]) -> list[str]:
     """Build the argument list that checks every tool of ``specs`` at once."""
     commands = [spec.command for spec in specs]
-    packages = sorted({package for spec in specs for package in spec.packages.values()})
+    # A cell such as "linux-tools-{kernel} | linux-perf" is queried by its names without placeholders.
+    packages = sorted(
+        {
+            name
+            for spec in specs
+            for cell in spec.packages.values()
+            for name in concrete_alternatives(cell)
+        }
+    )
     return shell_script(TOOL_CHECK_SCRIPT, *commands, "--packages", *packages)
 
 
@@ -77,7 +96,7 @@ def parse_tool_check(output: str, specs: Sequence[ToolSpec]) -> list[ToolResult]
     """
     paths: dict[str, str] = {}
     missing: set[str] = set()
-    versions: dict[str, str] = {}
+    versions = parse_package_versions(output)
     package_manager: str | None = None
     for line in output.splitlines():
         fields = line.split("\t")
@@ -88,18 +107,13 @@ def parse_tool_check(output: str, specs: Sequence[ToolSpec]) -> list[ToolResult]
             missing.add(fields[1])
         elif kind == "pm" and len(fields) >= 2:
             package_manager = fields[1]
-        elif kind == "pkg" and len(fields) >= 3:
-            # dpkg lists removed packages whose configuration is left ("rc"); only "ii" is installed.
-            status = fields[3].strip() if len(fields) >= 4 else "ii"
-            if status.startswith("ii"):
-                versions[fields[1]] = fields[2]
 
     results = []
     for spec in specs:
-        package = spec.packages.get(package_manager) if package_manager else None
-        if package is None and spec.packages:
-            package = next(iter(spec.packages.values()))
-        version = versions.get(package) if package else None
+        cell = spec.packages.get(package_manager) if package_manager else None
+        if cell is None and spec.packages:
+            cell = next(iter(spec.packages.values()))
+        package, version = _installed_alternative(cell, versions)
         if spec.command in paths:
             state = ToolState.INSTALLED
             if spec.min_version and version and compare_versions(version, spec.min_version) < 0:
@@ -121,9 +135,42 @@ def parse_tool_check(output: str, specs: Sequence[ToolSpec]) -> list[ToolResult]
     return results
 
 
+def parse_package_versions(output: str) -> dict[str, str]:
+    """Return the version of each installed package that the tool check script listed."""
+    versions: dict[str, str] = {}
+    for line in output.splitlines():
+        fields = line.split("\t")
+        if fields[0] == "pkg" and len(fields) >= 3:
+            # dpkg lists removed packages whose configuration is left ("rc"); only "ii" is installed.
+            status = fields[3].strip() if len(fields) >= 4 else "ii"
+            if status.startswith("ii"):
+                versions[fields[1]] = fields[2]
+    return versions
+
+
+def _installed_alternative(
+    cell: str | None, versions: dict[str, str]
+) -> tuple[str | None, str | None]:
+    """Return the first alternative of ``cell`` that is installed, with its version.
+
+    Without an installed one, return the cell's first alternative and no version.
+    """
+    if cell is None:
+        return None, None
+    names = concrete_alternatives(cell)
+    for name in names:
+        if name in versions:
+            return name, versions[name]
+    return (names[0] if names else cell), None
+
+
 def parse_platform(output: str) -> dict[str, str]:
-    """Return the package manager and OS that the tool check script reported."""
+    """Return the package manager, OS, kernel release and installer programs that the check reported.
+
+    ``installers`` is a comma-separated list such as ``apt-get`` or ``dnf,yum``.
+    """
     platform: dict[str, str] = {}
+    installers: list[str] = []
     for line in output.splitlines():
         fields = line.split("\t")
         if fields[0] == "pm" and len(fields) >= 2:
@@ -131,6 +178,12 @@ def parse_platform(output: str) -> dict[str, str]:
         elif fields[0] == "os" and len(fields) >= 3:
             platform["os_id"] = fields[1]
             platform["os_version"] = fields[2]
+        elif fields[0] == "kernel" and len(fields) >= 2:
+            platform["kernel"] = fields[1]
+        elif fields[0] == "installer" and len(fields) >= 2:
+            installers.append(fields[1])
+    if installers:
+        platform["installers"] = ",".join(installers)
     return platform
 
 

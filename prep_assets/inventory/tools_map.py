@@ -31,7 +31,8 @@ or, in one table::
 A type's list replaces the default list; it does not extend it. A type without a
 list of its own gets an empty list when it is read-only (``READ_ONLY_TYPES``),
 otherwise the map's ``default`` list, otherwise ``DEFAULT_CRISIS_TOOLS``. Empty
-cells and ``-`` mean "no package for this manager". Other columns, such as
+cells and ``-`` mean "no package for this manager". A package cell may name
+alternatives and a ``{kernel}`` placeholder, as ``package_names`` describes. Other columns, such as
 Notes, are ignored. Invalid rows are left out and listed in ``ToolsMap.problems``.
 """
 
@@ -50,6 +51,7 @@ from prep_assets.inventory.markdown import (
     map_columns,
     read_field,
 )
+from prep_assets.inventory.package_names import validate_package_cell
 from prep_assets.models import READ_ONLY_TYPES, DocumentProblem, SourceLocation, System, ToolSpec
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,6 @@ _TOOL_COLUMNS: dict[str, str] = {
 }
 
 _COMMAND = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
-_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_:-]*$")
 _VERSION = re.compile(r"^[0-9][0-9A-Za-z.+~:-]*$")
 
 
@@ -318,11 +319,7 @@ def _validate_command(value: str) -> str:
 
 def _package_validator(manager: str) -> Callable[[str], str]:
     def validate(value: str) -> str:
-        if not _PACKAGE.match(value):
-            raise ValueError(
-                f"invalid {manager} package {value!r}: expected a package name such as sysstat"
-            )
-        return value
+        return validate_package_cell(value, f"{manager} package")
 
     return validate
 
