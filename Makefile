@@ -3,19 +3,42 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Dagster reads dagster.yaml from DAGSTER_HOME; `instance` copies the repo's file there.
+# Dagster reads dagster.yaml from DAGSTER_HOME; `instance` copies the repo's file there:
+# dagster.yaml (SQLite), or dagster-postgres.yaml with PREP_DAGSTER_STORAGE=postgres,
+# which also needs PREP_DAGSTER_PG_URL (docs/operations.md).
+PREP_DAGSTER_STORAGE ?= sqlite
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 # Debian packages the tests start or use: OpenSSH test hosts, the sysstat tools
-# they offer, Prometheus with node_exporter, git.
-DEBIAN_PACKAGES := openssh-server openssh-client sysstat prometheus prometheus-node-exporter git iproute2 procps
+# they offer, Prometheus with node_exporter, git, network namespaces (iproute2),
+# dnsmasq-base (the binary, no system service) for DNS discovery, sudo for provisioning
+# as a non-root user, PostgreSQL for the instance tests, Chromium for the UI screenshot.
+DEBIAN_PACKAGES := openssh-server openssh-client sysstat prometheus prometheus-node-exporter git \
+	iproute2 procps dnsmasq-base sudo postgresql chromium
 
-.PHONY: setup system-packages venv instance demo test bench dev lint clean
+.PHONY: setup system-packages services venv instance demo test bench dev lint clean
 
-setup: system-packages venv instance
+setup: system-packages services venv instance
+
+# The tests use the machine's PostgreSQL on 127.0.0.1:5432; start its cluster if it is down.
+services: system-packages
+	@if ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+	  cluster=$$(ls /etc/postgresql | sort -V | tail -n 1); \
+	  echo "Starting PostgreSQL $$cluster"; \
+	  pg_ctlcluster --skip-systemctl-redirect "$$cluster" main start; \
+	fi
 
 instance:
-	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	@case "$(PREP_DAGSTER_STORAGE)" in \
+	  sqlite) cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml ;; \
+	  postgres) \
+	    if [ -z "$$PREP_DAGSTER_PG_URL" ]; then \
+	      echo "PREP_DAGSTER_PG_URL is not set: set it to postgresql+psycopg2://USER@HOST:5432/DB" >&2; exit 2; \
+	    fi; \
+	    cp dagster-postgres.yaml $(DAGSTER_HOME)/dagster.yaml ;; \
+	  *) echo "invalid PREP_DAGSTER_STORAGE=$(PREP_DAGSTER_STORAGE): use sqlite or postgres" >&2; exit 2 ;; \
+	esac
 
 system-packages:
 	@missing=""; for package in $(DEBIAN_PACKAGES); do \

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 
 from prep_assets.defs.partitions import SYSTEMS_PARTITIONS
+from prep_assets_tests.dagster_instances import STORAGES
 from prep_assets_tests.loop_helpers import (
     INVENTORY,
     STATUS_MARKDOWN,
@@ -29,8 +30,13 @@ def ssh_row(name, host, credentials="test-key"):
     return f"| {name} | linux | standard | {host.address} | {host.port} | ssh | {host.user} | {credentials} |"
 
 
+# Tests marked with this run twice: on the SQLite instance of dagster.yaml and on the
+# PostgreSQL instance of dagster-postgres.yaml. The others use SQLite only.
+on_both_storages = pytest.mark.parametrize("loop", STORAGES, indirect=True)
+
+
 @pytest.fixture
-def loop(tmp_path, ssh_hosts, start_ssh_host, monkeypatch):
+def loop(request, tmp_path, ssh_hosts, start_ssh_host, monkeypatch, make_instance):
     """An infra repo describing one system per kind of test host, with three bad rows."""
     secret_key = ssh_hosts.create_client_key(f"secret_{tmp_path.name}", passphrase=PASSPHRASE)
     monkeypatch.setenv("PREP_TEST_PASSPHRASE", PASSPHRASE)
@@ -77,17 +83,16 @@ def loop(tmp_path, ssh_hosts, start_ssh_host, monkeypatch):
         ),
     )
     repo.commit("Document the test systems")
-    (tmp_path / "dagster_home").mkdir()
-    instance = DagsterInstance.local_temp(str(tmp_path / "dagster_home"))
+    instance = make_instance(getattr(request, "param", "sqlite"), tmp_path / "dagster_home")
     resources = loop_resources(repo, ssh_hosts.known_hosts_path, TIMEOUT)
     yield repo, hosts, instance, resources, ssh_hosts, secret_key
-    instance.dispose()
 
 
 def tool_states(entry):
     return {tool["command"]: tool["state"] for tool in entry["tools"]}
 
 
+@on_both_storages
 def test_loop_reports_each_system_exactly(loop, caplog):
     repo, hosts, instance, resources, ssh_hosts, secret_key = loop
     caplog.set_level(logging.DEBUG)
@@ -166,6 +171,7 @@ def test_loop_reports_bad_rows_and_checks_the_rest(loop):
     assert "telnet-box" not in repo.systems()
 
 
+@on_both_storages
 def test_loop_registers_partitions(loop):
     repo, hosts, instance, resources, ssh_hosts, secret_key = loop
 
@@ -177,6 +183,7 @@ def test_loop_registers_partitions(loop):
     assert materialized == partitions
 
 
+@on_both_storages
 def test_drift_after_decommission_and_outage(loop):
     repo, hosts, instance, resources, ssh_hosts, secret_key = loop
     run_pass(instance, resources)
