@@ -86,6 +86,10 @@ class System:
     managed: bool = True
     attributes: dict[str, str] = field(default_factory=dict)
     source: SourceLocation | None = None
+    # Provenance per field or attribute key: "docs", "derived" (a default chosen for a
+    # discovered system) or a discovery source such as "proxmox:homelab". Empty when the
+    # inventory was not merged with discovery (System.from_dict of older values too).
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def read_only(self) -> bool:
@@ -152,6 +156,14 @@ class AccessState(enum.StrEnum):
     HOST_KEY_UNKNOWN = "host_key_unknown"
     HOST_KEY_MISMATCH = "host_key_mismatch"
     TIMED_OUT = "timed_out"
+    # A jump host, or the Proxmox node of a guest, did not accept the connection.
+    JUMP_HOST_UNREACHABLE = "jump_host_unreachable"
+    # The QEMU guest agent of a VM is not configured or not running.
+    AGENT_MISSING = "agent_missing"
+    # The API token or Kubernetes identity lacks a privilege or RBAC permission.
+    PERMISSION_DENIED = "permission_denied"
+    # The container, VM or pod named by the inventory does not exist.
+    NOT_FOUND = "not_found"
     ERROR = "error"
     NOT_CONTACTED = "not_contacted"
 

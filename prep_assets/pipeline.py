@@ -6,6 +6,7 @@ JSON between runs; this module converts them to and from the domain types.
 """
 
 import logging
+import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,14 +15,22 @@ from typing import Any
 import git
 
 from prep_assets.baselines.prometheus import collect_prometheus_baselines
-from prep_assets.baselines.sample import SAMPLE_COMMAND, parse_sample
+from prep_assets.baselines.sample import (
+    SAMPLE_COMMAND,
+    VMSTAT_INTERVAL_SECONDS,
+    VMSTAT_REPORTS,
+    parse_sample,
+)
 from prep_assets.changes.drift import Snapshot, compute_drift
 from prep_assets.changes.git_review import ChangeContext, review_changes
 from prep_assets.checks.runner import CheckSettings, SampleRequest, check_systems
+from prep_assets.inventory.discovery.run import discover_inventory, status_block
 from prep_assets.inventory.loader import load_docs
 from prep_assets.inventory.system_inventory import parse_system_inventory
-from prep_assets.models import AccessState, System, SystemCheck, ToolResult, ToolSpec
-from prep_assets.provisioning.plan import plan_provisioning
+from prep_assets.models import System, SystemCheck, ToolSpec
+from prep_assets.provisioning import step as provisioning_step
+from prep_assets.provisioning.apply import truncate
+from prep_assets.report.audit import audit_summary
 from prep_assets.report.document import StatusInputs, build_status_document, write_status_documents
 from prep_assets.report.metadata import FilePath, markdown_table
 from prep_assets.rules import decide_actions
@@ -30,6 +39,8 @@ from prep_assets.transports.factory import TransportFactory, pointer_to_dict
 logger = logging.getLogger(__name__)
 
 INVENTORY_PATH = "docs/infrastructure/system-inventory.md"
+# Characters of each command's output shown in the provisioned_tools metadata, from its end.
+METADATA_OUTPUT_LIMIT = 500
 STATUS_DIRECTORY = "docs/infrastructure"
 
 
@@ -90,12 +101,19 @@ def change_metadata(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_inventory(root: Path) -> dict[str, Any]:
-    """Read the docs of the infra repo into the inventory value."""
+    """Read the docs of the infra repo, merged with live discovery, into the inventory value.
+
+    Discovery runs only when the infra repo has docs/reference/discovery.md. The
+    "discovery" entry contains each source's state and error, each system's discovery
+    state and records, and the DNS findings.
+    """
     docs = load_docs(root)
-    systems = sorted(docs.systems, key=lambda system: system.name)
+    discovered = discover_inventory(root, docs)
+    systems = sorted(discovered.systems, key=lambda system: system.name)
+    problems = [*docs.problems, *discovered.problems]
     return {
         "systems": [system.to_dict() for system in systems],
-        "problems": [problem.to_dict() for problem in docs.problems],
+        "problems": [problem.to_dict() for problem in problems],
         "expected_tools": {
             system.name: [spec.to_dict() for spec in docs.tools.tools_for(system.type)]
             for system in systems
@@ -104,6 +122,7 @@ def read_inventory(root: Path) -> dict[str, Any]:
         "credentials": {
             name: pointer_to_dict(pointer) for name, pointer in docs.credentials.items()
         },
+        "discovery": discovered.report,
     }
 
 
@@ -141,6 +160,11 @@ def check_partitions(
     timeout: float,
     max_workers: int,
     take_samples: bool,
+    max_per_node: int | None = 4,
+    ssh_config: str | None = None,
+    allow_agent: bool = False,
+    kubernetes_debug_pods: bool = False,
+    debug_pod_image: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check the systems named by ``partitions`` and return (access values, tool values) per partition.
 
@@ -149,22 +173,32 @@ def check_partitions(
     """
     systems = systems_of(inventory)
     present = [systems[name] for name in partitions if name in systems]
+    # The factory gets every system, because a guest is reached through its node's row.
     opener = TransportFactory(
-        inventory.get("credentials", {}), known_hosts=known_hosts, timeout=timeout
+        inventory.get("credentials", {}),
+        known_hosts=known_hosts,
+        timeout=timeout,
+        systems=systems.values(),
+        ssh_config=ssh_config,
+        allow_agent=allow_agent,
+        kubernetes_debug_pods=kubernetes_debug_pods,
+        **({"debug_pod_image": debug_pod_image} if debug_pod_image else {}),
     )
 
     def sample_for(system: System) -> SampleRequest | None:
         if not take_samples:
             return None
         return SampleRequest(
-            SAMPLE_COMMAND, lambda text: parse_sample(text, system=system.name).to_dict()
+            SAMPLE_COMMAND,
+            lambda text: parse_sample(text, system=system.name).to_dict(),
+            duration_seconds=VMSTAT_INTERVAL_SECONDS * VMSTAT_REPORTS,
         )
 
     checks = check_systems(
         present,
         lambda system: specs_of(inventory, system.name),
         opener,
-        CheckSettings(timeout=timeout, max_workers=max_workers),
+        CheckSettings(timeout=timeout, max_workers=max_workers, max_per_node=max_per_node),
         sample_for=sample_for,
     )
 
@@ -227,46 +261,66 @@ def plan_partitions(
     partitions: Sequence[str],
     tool_values: Mapping[str, Any],
     access_values: Mapping[str, Any],
+    sudo: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
-    """Return the provisioning plan per partition; nothing is installed."""
-    systems = systems_of(inventory)
-    plans: dict[str, Any] = {}
-    for name in partitions:
-        system = systems.get(name)
-        tools = tool_values.get(name) or {}
-        access = (access_values.get(name) or {}).get("access") or {}
-        if system is None:
-            plans[name] = {
-                "state": "not_checked",
-                "package_manager": None,
-                "packages": [],
-                "commands": [],
-                "reason": "not in the inventory",
-                "applied": False,
-            }
-            continue
-        plans[name] = plan_provisioning(
-            system,
-            [ToolResult.from_dict(tool) for tool in tools.get("tools", [])],
-            specs_of(inventory, name),
-            tools.get("platform", {}),
-            access_ok=access.get("state")
-            in (AccessState.REACHABLE.value, AccessState.NOT_CONTACTED.value),
-        )
-    return plans
+    """Return the provisioning plan per partition; nothing is installed.
+
+    ``sudo`` names the systems whose commands get the ``sudo -n`` prefix.
+    """
+    return provisioning_step.plan_partitions(
+        inventory, partitions, tool_values, access_values, sudo
+    )
 
 
-def provisioning_metadata(plans: Mapping[str, Any]) -> dict[str, Any]:
-    planned = [
-        [name, plan["state"], ", ".join(plan["packages"]), plan["reason"]]
+def provisioning_metadata(plans: Mapping[str, Any], enabled: bool = False) -> dict[str, Any]:
+    """Count plans and outcomes by state, and tabulate plans, commands and command output."""
+    states = [plan["state"] for plan in plans.values()]
+    rows = [
+        [
+            name,
+            plan["state"],
+            ", ".join(plan["packages"]),
+            plan.get("error") or plan.get("skipped") or plan["reason"],
+        ]
         for name, plan in sorted(plans.items())
-        if plan["state"] not in ("nothing_to_install",)
     ]
+    commands = [
+        [name, shlex.join(command)]
+        for name, plan in sorted(plans.items())
+        for command in plan["commands"]
+    ]
+    steps = [
+        [
+            name,
+            shlex.join(step["command"]),
+            step["exit_code"],
+            truncate(step["output"], METADATA_OUTPUT_LIMIT),
+        ]
+        for name, plan in sorted(plans.items())
+        for step in plan.get("steps", [])
+    ]
+    applied = sum(1 for plan in plans.values() if plan.get("applied"))
+    changes = sum(len(plan.get("changes", [])) for plan in plans.values())
+    if all(state in ("nothing_to_install", "not_provisionable") for state in states):
+        result = "nothing to install"
+    elif applied:
+        result = f"{changes} packages changed on {applied} systems"
+    else:
+        result = "nothing was installed"
     return {
+        "enabled": enabled,
+        "result": result,
         "systems": len(plans),
-        "planned": sum(1 for plan in plans.values() if plan["state"] == "planned"),
-        "applied": 0,
-        "plans": markdown_table(["System", "State", "Packages", "Reason"], planned),
+        "planned": states.count("planned"),
+        "applied": applied,
+        "installed": states.count("installed"),
+        "failed": states.count("failed"),
+        "not_provisionable": states.count("not_provisionable"),
+        "nothing_to_install": states.count("nothing_to_install"),
+        "packages_changed": changes,
+        "plans": markdown_table(["System", "State", "Packages", "Reason"], rows),
+        "commands": markdown_table(["System", "Command"], commands),
+        "output": markdown_table(["System", "Command", "Exit code", "Output (end)"], steps),
     }
 
 
@@ -322,20 +376,44 @@ def _no_baseline(reason: str) -> dict[str, Any]:
 
 
 def baseline_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    # Imported here so this function's change stays in one place.
+    from prep_assets.baselines.alerts import find_breaches_in_values
+
+    def number(value: float | None) -> str:
+        # Error rates below 0.1/s and throughput in bytes/s share the columns.
+        if value is None:
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
     rows = []
     for name, baseline in sorted(values.items()):
         for metric in baseline.get("metrics", []):
             rows.append(
                 [
                     name,
+                    metric.get("resource") or "-",
                     metric["metric"],
+                    metric.get("device") or "-",
                     baseline["source"],
-                    _fmt(metric.get("avg")),
-                    _fmt(metric.get("p95")),
-                    _fmt(metric.get("max")),
-                    _fmt(metric.get("threshold")),
+                    number(metric.get("avg")),
+                    number(metric.get("p95")),
+                    number(metric.get("max")),
+                    number(metric.get("current")),
+                    number(metric.get("threshold")),
                 ]
             )
+    breaches = find_breaches_in_values(values)
+    breach_rows = [
+        [
+            breach.system,
+            breach.metric,
+            breach.device or "-",
+            number(breach.current),
+            number(breach.threshold),
+            breach.unit,
+        ]
+        for breach in breaches
+    ]
     return {
         "systems": len(values),
         "from_prometheus": sum(
@@ -343,8 +421,24 @@ def baseline_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
         ),
         "from_sample": sum(1 for value in values.values() if value.get("source") == "sample"),
         "no_data": sum(1 for value in values.values() if value.get("source") == "none"),
+        "systems_above_threshold": len({breach.system for breach in breaches}),
+        "above_threshold": markdown_table(
+            ["System", "Metric", "Device", "Current", "Threshold", "Unit"], breach_rows
+        ),
         "baselines": markdown_table(
-            ["System", "Metric", "Source", "Avg", "P95", "Max", "Threshold"], rows
+            [
+                "System",
+                "Resource",
+                "Metric",
+                "Device",
+                "Source",
+                "Avg",
+                "P95",
+                "Max",
+                "Current",
+                "Threshold",
+            ],
+            rows,
         ),
     }
 
@@ -370,7 +464,17 @@ def _snapshot(
         for name, value in tool_values.items()
         if name in systems
     }
-    return Snapshot(systems=systems, access=access, tools=tools)
+    # Inventory values stored before discovery existed have no "discovery" entry.
+    discovery = inventory.get("discovery") or {}
+    discovered = {
+        name: list(entry["records"])
+        for name, entry in (discovery.get("systems") or {}).items()
+        if entry.get("records")
+    }
+    sources = {source["key"]: source["state"] for source in discovery.get("sources", [])}
+    return Snapshot(
+        systems=systems, access=access, tools=tools, discovered=discovered, sources=sources
+    )
 
 
 def drift(
@@ -386,8 +490,16 @@ def drift(
     before = (
         Snapshot.from_dict(previous["snapshot"]) if previous and previous.get("snapshot") else None
     )
+    if before is not None:
+        # Keep what a discovery source that is down reported last time, for the next pass too.
+        current = current.carry_down_sources(before)
     rows = compute_drift(before, current, ChangeContext.from_dict(dict(changes)), now)
-    return {"rows": [row.to_dict() for row in rows], "snapshot": current.to_dict()}
+    sources_down = sorted(key for key, state in current.sources.items() if state == "down")
+    return {
+        "rows": [row.to_dict() for row in rows],
+        "snapshot": current.to_dict(),
+        "sources_down": sources_down,
+    }
 
 
 def drift_metadata(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -404,9 +516,11 @@ def drift_metadata(report: Mapping[str, Any]) -> dict[str, Any]:
         ]
         for r in rows
     ]
+    # Rows are sorted unexpected first by compute_drift, so the table starts with them.
     return {
         "changes": len(rows),
         "unexpected": sum(1 for row in rows if row["verdict"] == "UNEXPECTED"),
+        "sources_down": ", ".join(report.get("sources_down", [])) or "none",
         "drift": markdown_table(
             ["Verdict", "System", "Change", "Before", "After", "Reason", "Commit"], table
         ),
@@ -506,6 +620,8 @@ def write_status(
         actions=actions,
         problems=inventory["problems"],
         former_systems=[name for name in access if name not in systems],
+        discovery=status_block(inventory.get("discovery")),
+        audit=audit_summary(root),
     )
     document = build_status_document(inputs)
     json_path, markdown_path = write_status_documents(document, root / STATUS_DIRECTORY)

@@ -11,6 +11,7 @@ from dagster import DagsterInstance
 
 from prep_assets.cli import run_loop
 from prep_assets.defs.io_manager import PrepStateIOManager
+from prep_assets.defs.provisioning import ProvisioningResource
 from prep_assets.defs.resources import (
     AccessResource,
     InfraRepoResource,
@@ -78,16 +79,27 @@ class InfraRepo:
         return {entry["name"]: entry for entry in self.status()["systems"]}
 
 
-def loop_resources(repo: InfraRepo, known_hosts: Path, timeout: float = 3.0) -> dict[str, Any]:
+def loop_resources(
+    repo: InfraRepo,
+    known_hosts: Path,
+    timeout: float = 3.0,
+    provisioning: ProvisioningResource | None = None,
+) -> dict[str, Any]:
+    """Resources of one test pass; provisioning stays disabled unless ``provisioning`` enables it."""
     state = StateResource(base_dir="")
     return {
         "infra_repo": InfraRepoResource(path=str(repo.root)),
         "access": AccessResource(
-            known_hosts=str(known_hosts), timeout_seconds=timeout, max_workers=8
+            known_hosts=str(known_hosts),
+            timeout_seconds=timeout,
+            max_workers=8,
+            ssh_config="",
+            use_ssh_agent=False,
         ),
         "prometheus": PrometheusResource(url=""),
         "state": state,
         "io_manager": PrepStateIOManager(state=state),
+        "provisioning": provisioning or ProvisioningResource(enabled=False),
     }
 
 

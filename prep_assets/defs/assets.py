@@ -23,14 +23,22 @@ from dagster import (
 from prep_assets import pipeline
 from prep_assets.defs.history import last_checked_by_system, latest_metadata_value
 from prep_assets.defs.partitions import SYSTEMS_PARTITIONS
+from prep_assets.defs.provisioning import (
+    ProvisioningResource,
+    ProvisionRunConfig,
+    provisioning_settings,
+)
 from prep_assets.defs.resources import (
     AccessResource,
     InfraRepoResource,
     PrometheusResource,
     StateResource,
 )
+from prep_assets.provisioning.step import provision_partitions
 from prep_assets.report.document import PER_SYSTEM_STEPS
 from prep_assets.report.metadata import FilePath, MarkdownText
+from prep_assets.tiers import add_tier_problems, load_tiers, order_by_tier, system_tiers
+from prep_assets.transports.factory import TransportFactory
 
 GROUP = "prep_loop"
 PER_SYSTEM_GROUP = "prep_per_system"
@@ -38,6 +46,13 @@ PER_SYSTEM_GROUP = "prep_per_system"
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _ssh_config_path(setting: str) -> str | None:
+    """Map the resource setting to the factory's: None reads ~/.ssh/config only if it exists."""
+    if setting == "~/.ssh/config":
+        return None
+    return setting
 
 
 def _metadata(values: dict[str, Any]) -> dict[str, Any]:
@@ -67,12 +82,17 @@ def change_context(context: AssetExecutionContext, infra_repo: InfraRepoResource
 def inventory(context: AssetExecutionContext, infra_repo: InfraRepoResource) -> Output[dict]:
     """Every documented system, managed and unmanaged, with its expected tools; bad rows are listed as problems."""
     value = pipeline.read_inventory(infra_repo.root)
+    # Tiers: problems of the tiers document and unknown tiers join the inventory's problems,
+    # and new keys are added grouped by tier, so that a tier's systems form one key range.
+    tier_table = load_tiers(infra_repo.root)
+    add_tier_problems(value, tier_table)
     names = [system["name"] for system in value["systems"]]
     new = [
         name
         for name in names
         if not context.instance.has_dynamic_partition(SYSTEMS_PARTITIONS.name, name)
     ]
+    new = order_by_tier(new, system_tiers(value["systems"], tier_table), tier_table)
     if new:
         context.instance.add_dynamic_partitions(SYSTEMS_PARTITIONS.name, new)
         context.log.info("added %d systems to the systems partitions: %s", len(new), ", ".join(new))
@@ -115,6 +135,11 @@ def system_checks(
         timeout=access.timeout_seconds,
         max_workers=access.max_workers,
         take_samples=not prometheus.url,
+        max_per_node=access.max_per_node or None,
+        ssh_config=_ssh_config_path(access.ssh_config),
+        allow_agent=access.use_ssh_agent,
+        kubernetes_debug_pods=access.kubernetes_debug_pods,
+        debug_pod_image=access.debug_pod_image,
     )
     yield Output(
         access_values,
@@ -132,14 +157,40 @@ def system_checks(
     group_name=PER_SYSTEM_GROUP,
     partitions_def=SYSTEMS_PARTITIONS,
     backfill_policy=BackfillPolicy.single_run(),
-    code_version="1",
+    code_version="2",
 )
 def provisioned_tools(
-    context: AssetExecutionContext, inventory: dict, tool_status: dict, access_status: dict
+    context: AssetExecutionContext,
+    config: ProvisionRunConfig,
+    inventory: dict,
+    tool_status: dict,
+    access_status: dict,
+    infra_repo: InfraRepoResource,
+    access: AccessResource,
+    provisioning: ProvisioningResource,
 ) -> Output[dict]:
-    """The installation plan for each system's missing tools; provisioning is read-only (plan only) by default."""
-    plans = pipeline.plan_partitions(inventory, context.partition_keys, tool_status, access_status)
-    return Output(plans, metadata=_metadata(pipeline.provisioning_metadata(plans)))
+    """The installation plan for each system's missing tools, and its outcome when provisioning is enabled (off by default)."""
+    settings = provisioning_settings(provisioning, config, context.run.tags)
+    opener = TransportFactory(
+        inventory.get("credentials", {}),
+        known_hosts=access.known_hosts,
+        timeout=access.timeout_seconds,
+    )
+    values = provision_partitions(
+        inventory,
+        context.partition_keys,
+        tool_status,
+        access_status,
+        root=infra_repo.root,
+        settings=settings,
+        open_transport=opener,
+        run_id=context.run.run_id,
+    )
+    for name, value in sorted(values.items()):
+        if value["state"] == "failed":
+            context.log.warning("provisioning %s failed: %s", name, value["error"])
+    metadata = pipeline.provisioning_metadata(values, enabled=settings.enabled)
+    return Output(values, metadata=_metadata(metadata))
 
 
 @asset(

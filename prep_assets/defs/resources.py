@@ -41,6 +41,24 @@ class AccessResource(ConfigurableResource):
         default=10.0, description="Seconds allowed to connect to a system and for each command."
     )
     max_workers: int = Field(default=16, description="Systems checked at the same time.")
+    max_per_node: int = Field(
+        default=4,
+        description="Guests of one Proxmox node or Kubernetes node checked at the same time; 0 for no limit.",
+    )
+    ssh_config: str = Field(
+        default_factory=lambda: os.environ.get("PREP_SSH_CONFIG", "~/.ssh/config"),
+        description="ssh_config file for HostName, User, Port, IdentityFile and ProxyJump; empty for none.",
+    )
+    use_ssh_agent: bool = Field(
+        default=True, description="Offer the keys of a running ssh-agent (SSH_AUTH_SOCK)."
+    )
+    kubernetes_debug_pods: bool = Field(
+        default=False,
+        description="Allow node-level checks of Kubernetes nodes through a privileged debug pod (creates a pod).",
+    )
+    debug_pod_image: str = Field(
+        default="debian:bookworm-slim", description="Image of the node debug pod; it must contain nsenter."
+    )
 
 
 class PrometheusResource(ConfigurableResource):

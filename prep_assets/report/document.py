@@ -51,6 +51,10 @@ class StatusInputs:
     problems: Sequence[Mapping[str, Any]]
     # Systems that have results from earlier passes but left the inventory.
     former_systems: Sequence[str] = field(default_factory=list)
+    # The discovery block (prep_assets.inventory.discovery.run.status_block), None without one.
+    discovery: Mapping[str, Any] | None = None
+    # The provisioning audit log summary (prep_assets.report.audit.audit_summary), None without one.
+    audit: Mapping[str, Any] | None = None
 
 
 def build_status_document(inputs: StatusInputs) -> dict[str, Any]:
@@ -93,6 +97,10 @@ def build_status_document(inputs: StatusInputs) -> dict[str, Any]:
         "actions": [dict(action) for action in inputs.actions],
         "problems": [dict(problem) for problem in inputs.problems],
     }
+    if inputs.discovery is not None:
+        document["discovery"] = dict(inputs.discovery)
+    if inputs.audit is not None:
+        document["provisioning_audit"] = dict(inputs.audit)
     return document
 
 
@@ -232,6 +240,13 @@ def _provisioning_entry(plan: Mapping[str, Any] | None) -> dict[str, Any] | None
         "packages": list(plan.get("packages", [])),
         "commands": [list(command) for command in plan.get("commands", [])],
         "reason": plan.get("reason", ""),
+        "applied": bool(plan.get("applied")),
+        "enabled": bool(plan.get("enabled")),
+        "skipped": plan.get("skipped"),
+        "error": plan.get("error"),
+        "manifest": plan.get("manifest"),
+        "changes": [dict(change) for change in plan.get("changes", [])],
+        "trigger": dict(plan["trigger"]) if plan.get("trigger") else None,
     }
 
 

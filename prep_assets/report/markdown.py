@@ -1,7 +1,10 @@
 """Render the prep-status.json document as prep-status.md for people."""
 
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from prep_assets.report.audit import audit_markdown
 
 _ACCESS_LABELS = {
     "reachable": "reachable",
@@ -10,6 +13,10 @@ _ACCESS_LABELS = {
     "host_key_unknown": "HOST KEY UNKNOWN",
     "host_key_mismatch": "HOST KEY MISMATCH",
     "timed_out": "TIMED OUT",
+    "jump_host_unreachable": "JUMP HOST UNREACHABLE",
+    "agent_missing": "GUEST AGENT MISSING",
+    "permission_denied": "PERMISSION DENIED",
+    "not_found": "NOT FOUND",
     "error": "ERROR",
     "not_contacted": "not contacted",
 }
@@ -35,8 +42,17 @@ def render_markdown(document: Mapping[str, Any]) -> str:
     ]
     lines += _section("Actions", _actions_table(document["actions"]), "No actions.")
     lines += _section(
+        "Investigate", _investigation_list(document["actions"]), "Nothing to investigate."
+    )
+    lines += _section(
         "Drift", _drift_table(document["drift"]), "No drift since the previous check."
     )
+    if document.get("discovery", {}).get("configured"):
+        lines += _section(
+            "Discovery errors",
+            _discovery_errors(document["discovery"]),
+            "Every discovery source answered, and DNS agrees with the inventory.",
+        )
     lines += _section("Systems", _systems_table(document["systems"]), "No systems.")
     lines += _section("Tools", _tools_tables(document["systems"]), "No tools were checked.")
     lines += _section("Baselines", _baseline_table(document["systems"]), "No baselines.")
@@ -48,6 +64,10 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         _changes_table(document["changes"]),
         "No commits since the previous check.",
     )
+    if "provisioning_audit" in document:
+        lines += _section(
+            "Provisioning audit", audit_markdown(document["provisioning_audit"]), "No changes."
+        )
     lines += _section("Document problems", _problems_table(document["problems"]), "None.")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -84,6 +104,14 @@ def _actions_table(actions: Sequence[Mapping[str, Any]]) -> list[str]:
     )
 
 
+def _investigation_list(actions: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [
+        f"- [ ] **{a['system']}**: {a['reason']} (trigger: {a['trigger']})"
+        for a in actions
+        if a["action"] == "investigate"
+    ]
+
+
 def _drift_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return _table(
         ["Verdict", "System", "Change", "Before", "After", "Reason", "Commit"],
@@ -95,11 +123,58 @@ def _drift_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 r.get("before"),
                 r.get("after"),
                 r["reason"],
-                r.get("commit"),
+                r.get("commit_sha"),
             ]
             for r in rows
         ),
     )
+
+
+def _discovery_errors(discovery: Mapping[str, Any]) -> list[str]:
+    """Sources that are down, then what discovery and DNS disagree with the inventory about."""
+    lines = _table(
+        ["Source", "Endpoint", "Error", "Message"],
+        (
+            [s["key"], s["endpoint"], s["error_kind"], s["message"]]
+            for s in discovery["sources"]
+            if s["state"] == "down"
+        ),
+    )
+    if lines:
+        lines += [
+            "",
+            "Systems of a source that is down are not reported as removed; their last known "
+            "state is kept.",
+            "",
+        ]
+    for label, key in (
+        ("Found but not in the inventory", "undocumented"),
+        ("In the inventory but not found", "not_found"),
+        ("Not verified because their source is down", "unverified"),
+    ):
+        if discovery[key]:
+            lines += [f"- {label}: {', '.join(discovery[key])}"]
+    if any(discovery[key] for key in ("undocumented", "not_found", "unverified")):
+        lines.append("")
+    mismatches = _table(
+        ["System", "Field", "Documented", "Discovered", "Source"],
+        (
+            [m["system"], m["field"], m["documented"], m["discovered"], m["source"]]
+            for m in discovery["mismatches"]
+        ),
+    )
+    if mismatches:
+        lines += ["### Documented values that discovery disagrees with", "", *mismatches, ""]
+    findings = _table(
+        ["System", "Finding", "Query", "Found", "Message"],
+        (
+            [f["system"], f["kind"], f["query"], ", ".join(f["found"]), f["message"]]
+            for f in discovery["dns_findings"]
+        ),
+    )
+    if findings:
+        lines += ["### DNS", "", *findings, ""]
+    return lines
 
 
 def _systems_table(systems: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -158,42 +233,77 @@ def _number(value: Any) -> str | None:
 
 
 def _baseline_table(systems: Sequence[Mapping[str, Any]]) -> list[str]:
-    rows = []
+    """Return one USE table per system: resource, signal, metric and device per row."""
+
+    def number(value: Any) -> str | None:
+        # Rates of a few errors per second and bytes per second in the millions share
+        # a column, so the precision follows the magnitude.
+        if value is None:
+            return None
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}"
+
+    def device(metric: Mapping[str, Any]) -> str | None:
+        if metric.get("worst_device"):
+            return f"all (worst: {metric['worst_device']})"
+        return metric.get("device")
+
+    def note(metric: Mapping[str, Any]) -> str | None:
+        if metric.get("no_data_reason"):
+            return f"no data: {metric['no_data_reason']}"
+        notes = []
+        current, threshold = metric.get("current"), metric.get("threshold")
+        if current is not None and threshold is not None and current > threshold:
+            notes.append("ABOVE THRESHOLD now")
+        if metric.get("low_coverage"):
+            notes.append(f"low coverage: {100 * metric.get('coverage', 0):.0f} % of the window")
+        return "; ".join(notes) or None
+
+    lines: list[str] = []
+    header = [
+        "Resource",
+        "Signal",
+        "Metric",
+        "Device",
+        "Avg",
+        "P95",
+        "Max",
+        "Current",
+        "Threshold",
+        "Unit",
+        "Note",
+    ]
     for s in systems:
         baseline = s["baseline"]
         if not baseline:
             continue
-        for metric in baseline["metrics"]:
-            rows.append(
-                [
-                    s["name"],
-                    metric["metric"],
-                    baseline["source"],
-                    _number(metric.get("avg")),
-                    _number(metric.get("p95")),
-                    _number(metric.get("max")),
-                    _number(metric.get("threshold")),
-                    metric.get("unit"),
-                    metric.get("no_data_reason"),
-                ]
-            )
-        if not baseline["metrics"]:
-            rows.append(
-                [
-                    s["name"],
-                    "-",
-                    baseline["source"],
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    baseline.get("message"),
-                ]
-            )
-    return _table(
-        ["System", "Metric", "Source", "Avg", "P95", "Max", "Threshold", "Unit", "Note"], rows
-    )
+        lines += [f"### {s['name']}", "", f"Source: {baseline['source']}."]
+        if baseline.get("message"):
+            lines[-1] += f" {baseline['message']}"
+        lines.append("")
+        rows = (
+            [
+                metric.get("resource"),
+                metric.get("signal"),
+                metric["metric"],
+                device(metric),
+                number(metric.get("avg")),
+                number(metric.get("p95")),
+                number(metric.get("max")),
+                number(metric.get("current")),
+                number(metric.get("threshold")),
+                metric.get("unit"),
+                note(metric),
+            ]
+            for metric in baseline["metrics"]
+        )
+        table = _table(header, rows)
+        if table:
+            lines += [*table, ""]
+    return lines
 
 
 def _provisioning_table(systems: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -202,11 +312,24 @@ def _provisioning_table(systems: Sequence[Mapping[str, Any]]) -> list[str]:
         plan = s["provisioning"]
         if not plan or plan["state"] == "nothing_to_install":
             continue
-        commands = "; ".join(" ".join(command) for command in plan["commands"])
+        commands = "; ".join(shlex.join(command) for command in plan["commands"])
+        if plan.get("manifest"):
+            commands = "DaemonSet manifest in prep-status.json"
+        reason = plan.get("error") or plan["reason"]
+        if plan.get("skipped"):
+            reason += f" ({plan['skipped']})"
+        trigger = plan.get("trigger") or {}
         rows.append(
-            [s["name"], plan["state"], ", ".join(plan["packages"]), commands, plan["reason"]]
+            [
+                s["name"],
+                plan["state"],
+                ", ".join(plan["packages"]),
+                commands,
+                reason,
+                trigger.get("triggers"),
+            ]
         )
-    return _table(["System", "State", "Packages", "Commands", "Reason"], rows)
+    return _table(["System", "State", "Packages", "Commands", "Reason", "Trigger"], rows)
 
 
 def _changes_table(changes: Mapping[str, Any]) -> list[str]:
