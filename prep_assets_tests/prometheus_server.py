@@ -1,29 +1,43 @@
 """Real Prometheus servers on loopback for the baseline tests.
 
-``backfilled_prometheus`` serves 7 days of generated node_exporter series, written as
-OpenMetrics and turned into TSDB blocks with ``promtool tsdb create-blocks-from
-openmetrics``, so tests can compare query results with numbers they compute from
-the same samples. ``live_prometheus`` scrapes a real ``prometheus-node-exporter``
+``backfilled_prometheus`` serves 7 days of generated node_exporter and
+prometheus-pve-exporter series, written as OpenMetrics and turned into TSDB blocks
+with ``promtool tsdb create-blocks-from openmetrics`` (see synthetic_history.py), so
+tests can compare query results with numbers they compute from the same samples. ``live_prometheus`` scrapes a real ``prometheus-node-exporter``
 every second. Both need Debian's ``prometheus``, ``promtool`` and
 ``prometheus-node-exporter`` on PATH and skip the test when one is missing.
 """
 
 import logging
-import math
 import os
-import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
+
+from prep_assets_tests.synthetic_history import (
+    DownProfile,
+    InstanceProfile,
+    Profile,
+    PveExporterProfile,
+    PveGuestProfile,
+    SyntheticHistory,
+    Wave,
+    backfill,
+    default_disks,
+    default_filesystems,
+    default_interfaces,
+    generate_history,
+    write_openmetrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +46,6 @@ HISTORY_DAYS = 7
 # Extra history before the 7-day window, so that rate(...[5m]) has a full range at
 # the first evaluation point of the window.
 LEAD_IN_SECONDS = 10 * 60
-CPUS = ("0", "1")
-CPU_MODES = ("idle", "user", "system")
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 5.0
 
@@ -127,161 +139,56 @@ def start_prometheus(data_dir: Path, config: str, work_dir: Path) -> tuple[Manag
     return server, url
 
 
-@dataclass
-class InstanceSeries:
-    """Generated samples of one node_exporter instance, at the timestamps present."""
-
-    timestamps: list[int]
-    # Cumulative node_cpu_seconds_total per (cpu, mode), one value per timestamp.
-    cpu_seconds: dict[tuple[str, str], list[float]]
-    mem_total_bytes: int
-    mem_available_bytes: list[int]
-
-
-@dataclass
-class SyntheticHistory:
-    """node_exporter series of several instances at a fixed step, with optional gaps."""
-
-    start: int
-    end: int
-    step: int
-    instances: dict[str, InstanceSeries] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class InstanceProfile:
-    """Load shape of one generated instance: fractions of CPU busy and memory available."""
-
-    instance: str
-    cpu_busy_mean: float
-    cpu_busy_amplitude: float
-    cpu_busy_noise: float
-    mem_total_bytes: int
-    mem_available_mean: float
-    mem_available_amplitude: float
-    mem_available_noise: float
-    # Half-open interval [start, end) of Unix times with no samples.
-    gap: tuple[int, int] | None = None
-
-
-def generate_history(
-    profiles: Sequence[InstanceProfile], start: int, end: int, step: int, seed: int = 7
-) -> SyntheticHistory:
-    """Generate deterministic counters and gauges for each profile from start to end.
-
-    The busy fraction follows a daily sine wave plus uniform noise. Each step adds
-    ``step * (1 - busy)`` idle seconds per CPU and splits the busy seconds 70/30
-    between user and system.
-    """
-    rng = random.Random(seed)
-    history = SyntheticHistory(start=start, end=end, step=step)
-    day = 86_400
-
-    for profile in profiles:
-        counters = {(cpu, mode): 100_000.0 for cpu in CPUS for mode in CPU_MODES}
-        series = InstanceSeries(
-            timestamps=[],
-            cpu_seconds={key: [] for key in counters},
-            mem_total_bytes=profile.mem_total_bytes,
-            mem_available_bytes=[],
-        )
-        for timestamp in range(start, end + 1, step):
-            phase = math.sin(2 * math.pi * (timestamp % day) / day)
-            for cpu in CPUS:
-                busy = profile.cpu_busy_mean + profile.cpu_busy_amplitude * phase
-                busy += rng.uniform(-profile.cpu_busy_noise, profile.cpu_busy_noise)
-                busy = min(0.99, max(0.01, busy))
-                counters[(cpu, "idle")] += step * (1 - busy)
-                counters[(cpu, "user")] += step * busy * 0.7
-                counters[(cpu, "system")] += step * busy * 0.3
-
-            available = profile.mem_available_mean + profile.mem_available_amplitude * phase
-            available += rng.uniform(-profile.mem_available_noise, profile.mem_available_noise)
-            available = min(0.99, max(0.01, available))
-
-            # The counters keep running through a gap, as on a host whose exporter
-            # was unreachable, but no sample is stored.
-            if profile.gap and profile.gap[0] <= timestamp < profile.gap[1]:
-                continue
-            series.timestamps.append(timestamp)
-            for key, value in counters.items():
-                series.cpu_seconds[key].append(value)
-            series.mem_available_bytes.append(int(profile.mem_total_bytes * available))
-
-        history.instances[profile.instance] = series
-    return history
-
-
-def write_openmetrics(history: SyntheticHistory, path: Path) -> None:
-    """Write the history as OpenMetrics text, one metric family after another."""
-    with path.open("w") as out:
-        out.write("# TYPE node_cpu_seconds counter\n")
-        for instance, series in history.instances.items():
-            for (cpu, mode), values in series.cpu_seconds.items():
-                labels = f'cpu="{cpu}",instance="{instance}",job="node",mode="{mode}"'
-                for timestamp, value in zip(series.timestamps, values, strict=True):
-                    out.write(f"node_cpu_seconds_total{{{labels}}} {value!r} {timestamp}\n")
-
-        out.write("# TYPE node_memory_MemAvailable_bytes gauge\n")
-        for instance, series in history.instances.items():
-            labels = f'instance="{instance}",job="node"'
-            for timestamp, available in zip(
-                series.timestamps, series.mem_available_bytes, strict=True
-            ):
-                out.write(f"node_memory_MemAvailable_bytes{{{labels}}} {available} {timestamp}\n")
-
-        out.write("# TYPE node_memory_MemTotal_bytes gauge\n")
-        for instance, series in history.instances.items():
-            labels = f'instance="{instance}",job="node"'
-            for timestamp in series.timestamps:
-                out.write(
-                    f"node_memory_MemTotal_bytes{{{labels}}} {series.mem_total_bytes} {timestamp}\n"
-                )
-        out.write("# EOF\n")
-
-
-def backfill(openmetrics_path: Path, data_dir: Path, log_path: Path) -> None:
-    """Turn an OpenMetrics file into TSDB blocks in ``data_dir`` with promtool."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        completed = subprocess.run(
-            [
-                "promtool",
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                "--quiet",
-                str(openmetrics_path),
-                str(data_dir),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-            check=False,
-        )
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"promtool failed with exit status {completed.returncode} on {openmetrics_path}:\n"
-            f"{log_path.read_text(errors='replace')[-3000:]}"
-        )
-
-
 # The quiet instance's thresholds land on the floor, the busy one's CPU threshold on
-# the cap, and the busy one's memory threshold between the two.
+# the cap, and the busy one's memory threshold between the two. The quiet instance
+# exports no pressure stall information, and only the busy one swaps.
 QUIET_INSTANCE = "127.0.0.11:9100"
 # The dots and the hyphen check that the instance regex is escaped and still matches.
 BUSY_INSTANCE = "web-1.lab:9100"
 GAP_INSTANCE = "127.0.0.13:9100"
+# A scrape target whose exporter never responded: only up = 0 is stored.
+DOWN_INSTANCE = "127.0.0.14:9100"
+PVE_EXPORTER_INSTANCE = "127.0.0.50:9221"
+PVE_VM_ID = "qemu/100"
+PVE_CT_ID = "lxc/101"
 GAP_SECONDS = 86_400
+NODE_INSTANCES = (QUIET_INSTANCE, BUSY_INSTANCE, GAP_INSTANCE)
 
 
-def default_profiles(start: int, end: int) -> list[InstanceProfile]:
+def default_profiles(start: int, end: int) -> list[Profile]:
     gap_start = start + (end - start) // 2
     gap_start -= gap_start % STEP_SECONDS
     return [
-        InstanceProfile(QUIET_INSTANCE, 0.15, 0.08, 0.05, 8 * 2**30, 0.70, 0.05, 0.03),
-        InstanceProfile(BUSY_INSTANCE, 0.60, 0.20, 0.15, 16 * 2**30, 0.30, 0.05, 0.04),
+        InstanceProfile(
+            QUIET_INSTANCE,
+            0.15,
+            0.08,
+            0.05,
+            8 * 2**30,
+            0.70,
+            0.05,
+            0.03,
+            psi=False,
+            disks=default_disks(busy=0.05, queue=0.1),
+            filesystems=default_filesystems(root_available=0.6),
+            interfaces=default_interfaces(receive=2e5, drops=0.0, errors=0.0),
+        ),
+        InstanceProfile(
+            BUSY_INSTANCE,
+            0.60,
+            0.20,
+            0.15,
+            16 * 2**30,
+            0.30,
+            0.05,
+            0.04,
+            major_faults_per_second=Wave(40.0, 20.0, 10.0),
+            swap_pages_per_second=Wave(5.0, 3.0, 2.0),
+            # sda is 99 % busy over the last 10 minutes, above any threshold the rule allows.
+            disks=default_disks(busy=0.55, queue=2.0, final_busy=0.99),
+            filesystems=default_filesystems(root_available=0.12),
+            interfaces=default_interfaces(receive=4e7, drops=0.5, errors=0.05),
+        ),
         InstanceProfile(
             GAP_INSTANCE,
             0.30,
@@ -292,6 +199,33 @@ def default_profiles(start: int, end: int) -> list[InstanceProfile]:
             0.10,
             0.05,
             gap=(gap_start, gap_start + GAP_SECONDS),
+            disks=default_disks(busy=0.2, queue=0.5),
+            filesystems=default_filesystems(root_available=0.4),
+            interfaces=default_interfaces(receive=1e6, drops=0.1, errors=0.0),
+        ),
+        DownProfile(DOWN_INSTANCE),
+        PveExporterProfile(
+            PVE_EXPORTER_INSTANCE,
+            guests=(
+                PveGuestProfile(
+                    PVE_VM_ID,
+                    Wave(0.25, 0.1, 0.05, high=1.0),
+                    4 * 2**30,
+                    Wave(0.6, 0.1, 0.05, high=1.0),
+                ),
+                PveGuestProfile(
+                    PVE_CT_ID,
+                    Wave(0.05, 0.02, 0.02, high=1.0),
+                    2**30,
+                    Wave(0.3, 0.05, 0.02, high=1.0),
+                ),
+                PveGuestProfile(
+                    "node/pve1",
+                    Wave(0.4, 0.1, 0.05, high=1.0),
+                    64 * 2**30,
+                    Wave(0.5, 0.1, 0.05, high=1.0),
+                ),
+            ),
         ),
     ]
 
@@ -320,7 +254,11 @@ def _query_scalar_count(url: str, query: str, at: int) -> int:
 def backfilled_prometheus(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BackfilledPrometheus]:
-    """Prometheus serving 7 days at a 60 s step for three instances, one with a 1-day gap."""
+    """Prometheus serving 7 days at a 60 s step.
+
+    It contains three node_exporter instances (one with a 1-day gap), a target that was
+    always down, and a prometheus-pve-exporter with two guests and a node.
+    """
     require_binaries("prometheus", "promtool")
     work_dir = tmp_path_factory.mktemp("backfilled-prometheus")
 
@@ -338,7 +276,7 @@ def backfilled_prometheus(
 
     server, url = start_prometheus(data_dir, "global:\n  scrape_interval: 1m\n", work_dir)
     try:
-        loaded = _query_scalar_count(url, "count(node_memory_MemTotal_bytes)", end)
+        loaded = _query_scalar_count(url, "count(up)", end)
         if loaded != len(history.instances):
             raise RuntimeError(
                 f"Prometheus at {url} sees {loaded} of {len(history.instances)} backfilled "
@@ -374,6 +312,13 @@ def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePr
             "--collector.disable-defaults",
             "--collector.cpu",
             "--collector.meminfo",
+            "--collector.loadavg",
+            "--collector.pressure",
+            "--collector.vmstat",
+            "--collector.diskstats",
+            "--collector.filesystem",
+            "--collector.netdev",
+            "--collector.netclass",
         ],
         work_dir / "node-exporter.log",
     )

@@ -47,10 +47,33 @@ class MetricBaseline:
     expected_samples: int | None = None
     # End of the window as an ISO 8601 UTC timestamp.
     window_end: str | None = None
+    # "cpu", "memory", "disk", "filesystem" or "network".
+    resource: str | None = None
+    # "utilization", "saturation" or "errors", as in the USE method.
+    signal: str | None = None
+    # The disk, mount point or network interface of a per-device row. None on a row
+    # about the whole system, including the row that combines all devices.
+    device: str | None = None
+    # On the row that combines a per-device metric: the device with the highest p95.
+    # That row's statistics are of the maximum over all devices at each point.
+    worst_device: str | None = None
+    # The Prometheus exporter whose series gave the numbers.
+    exporter: str | None = None
+    # The value at window_end from an instant query, or None when not queried or no series.
+    current: float | None = None
 
     @property
     def no_data(self) -> bool:
         return self.no_data_reason is not None
+
+    @property
+    def above_threshold(self) -> bool:
+        """Whether the current value is known and higher than the alert threshold."""
+        return (
+            self.current is not None
+            and self.threshold is not None
+            and (self.current > self.threshold)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -74,10 +97,13 @@ class SystemBaseline:
     # Why the baseline is partial or missing, or what kind of sample it is.
     message: str = ""
 
-    def metric(self, name: str) -> MetricBaseline | None:
-        """Return the baseline of the named metric, or None when it was not collected."""
+    def metric(self, name: str, device: str | None = None) -> MetricBaseline | None:
+        """Return the named metric's row for ``device``, or None when it was not collected.
+
+        Without ``device``, a per-device metric returns its row that combines all devices.
+        """
         for metric in self.metrics:
-            if metric.metric == name:
+            if metric.metric == name and metric.device == device:
                 return metric
         return None
 

@@ -137,10 +137,15 @@ def parse_meminfo(text: str) -> dict[str, int]:
     return values
 
 
+# Both sampled metrics are utilizations: of the CPUs and of memory.
+_RESOURCES = {"cpu_utilization": "cpu", "memory_utilization": "memory"}
+
+
 def _sample_metric(
     metric: str, query: str, values: list[float], no_data_reason: str | None
 ) -> MetricBaseline:
     window_seconds = float(SAMPLED_REPORTS * VMSTAT_INTERVAL_SECONDS)
+    resource = _RESOURCES.get(metric)
     if no_data_reason is not None or not values:
         return MetricBaseline(
             metric=metric,
@@ -160,6 +165,8 @@ def _sample_metric(
             low_coverage=True,
             step_seconds=float(VMSTAT_INTERVAL_SECONDS),
             expected_samples=SAMPLED_REPORTS,
+            resource=resource,
+            signal="utilization",
         )
 
     summary = stats.summarize(values)
@@ -181,6 +188,8 @@ def _sample_metric(
         low_coverage=covered < 1.0,
         step_seconds=float(VMSTAT_INTERVAL_SECONDS),
         expected_samples=SAMPLED_REPORTS,
+        resource=resource,
+        signal="utilization",
     )
 
 

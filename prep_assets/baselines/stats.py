@@ -14,6 +14,9 @@ from typing import Any
 PERCENTILE_METHOD = "linear interpolation between closest ranks (numpy default, type 7)"
 STDDEV_METHOD = "population standard deviation (ddof=0, numpy default)"
 THRESHOLD_FORMULA = "min(cap, max(floor, p95 + k * stddev))"
+# For metrics without a natural upper limit, such as bytes per second on a link of
+# unknown speed.
+UNCAPPED_THRESHOLD_FORMULA = "max(floor, p95 + k * stddev)"
 
 
 def _require_values(values: Sequence[float], statistic: str) -> None:
@@ -108,22 +111,24 @@ class ThresholdRule:
     """Parameters of ``min(cap, max(floor, p95 + k * stddev))`` for one metric.
 
     ``floor`` keeps a quiet system from alerting on ordinary bursts, and ``cap`` keeps
-    a busy system's threshold below the point where the resource is exhausted.
+    a busy system's threshold below the point where the resource is exhausted. A
+    ``cap`` of None drops the ``min``, for metrics without a natural upper limit.
     """
 
     floor: float
     k: float
-    cap: float
+    cap: float | None
 
     def __post_init__(self) -> None:
         for name in ("floor", "k", "cap"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(
-                    f"threshold {name} must be a finite number, got {getattr(self, name)}"
-                )
+            value = getattr(self, name)
+            if value is None and name == "cap":
+                continue
+            if not math.isfinite(value):
+                raise ValueError(f"threshold {name} must be a finite number, got {value}")
         if self.k < 0:
             raise ValueError(f"threshold k must not be negative, got {self.k}")
-        if self.floor > self.cap:
+        if self.cap is not None and self.floor > self.cap:
             raise ValueError(f"threshold floor {self.floor} is above the cap {self.cap}")
 
 
@@ -132,12 +137,14 @@ def compute_threshold(
 ) -> tuple[float, dict[str, Any]]:
     """Return the alert threshold and the inputs that reproduce it.
 
-    The inputs contain the formula, p95, stddev, k, floor and cap, so a reader of a
-    stored baseline can recompute the threshold without this code.
+    The inputs contain the formula, p95, stddev, k, floor and cap (None without a
+    cap), so a reader of a stored baseline can recompute the threshold without this code.
     """
-    threshold = min(rule.cap, max(rule.floor, p95 + rule.k * stddev))
+    threshold = max(rule.floor, p95 + rule.k * stddev)
+    if rule.cap is not None:
+        threshold = min(rule.cap, threshold)
     inputs: dict[str, Any] = {
-        "formula": THRESHOLD_FORMULA,
+        "formula": THRESHOLD_FORMULA if rule.cap is not None else UNCAPPED_THRESHOLD_FORMULA,
         "p95": p95,
         "stddev": stddev,
         "k": rule.k,

@@ -7,6 +7,11 @@ from typing import Any
 
 import pytest
 
+from prep_assets.baselines.catalog import (
+    DISK_UTILIZATION,
+    NETWORK_DROPS,
+    USE_METRICS,
+)
 from prep_assets.baselines.models import BaselineSource, MetricBaseline, SystemBaseline
 from prep_assets.baselines.prometheus import (
     CPU_UTILIZATION,
@@ -18,8 +23,10 @@ from prep_assets.baselines.prometheus import (
     encoded_query_length,
     instance_matcher,
     instance_regex,
+    promql_duration,
     promql_string,
 )
+from prep_assets.baselines.targets import PveGuest, default_pve_guest
 from prep_assets.models import AccessMethod, System
 
 END = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -124,9 +131,14 @@ class RecordingClient:
 
     def __init__(self) -> None:
         self.queries: list[str] = []
+        self.instant_queries: list[str] = []
 
     def custom_query_range(self, query, start_time, end_time, step, params=None, timeout=None):  # type: ignore[no-untyped-def]
         self.queries.append(query)
+        return []
+
+    def custom_query(self, query, params=None, timeout=None):  # type: ignore[no-untyped-def]
+        self.instant_queries.append(query)
         return []
 
 
@@ -165,6 +177,7 @@ def test_collect_without_labels_sends_no_query() -> None:
         timeout=5,
     )
     assert client.queries == []
+    assert client.instant_queries == []
     assert results["switch"].source is BaselineSource.NONE
     for metric in results["switch"].metrics:
         assert metric.no_data_reason is not None
@@ -182,7 +195,9 @@ def test_collect_uses_custom_label_function() -> None:
         timeout=5,
         instance_label_for=lambda system: f"{system.name}.lab:9100",
     )
-    assert len(client.queries) == 2
+    assert len(client.queries) == len(USE_METRICS)
+    # No metric returned series, so the only instant query is the one of up.
+    assert client.instant_queries == ['max by (instance) (up{instance=~"db\\\\.lab:9100"})']
     for query in client.queries:
         assert 'instance=~"db\\\\.lab:9100"' in query
 
@@ -237,15 +252,21 @@ def test_system_baseline_round_trip() -> None:
 
 
 class CannedClient:
-    """A client that returns the same series for every query."""
+    """A client that returns the same series for every range query and ``instant`` for every instant one."""
 
     url = "http://127.0.0.1:1"
 
-    def __init__(self, series: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, series: list[dict[str, Any]], instant: list[dict[str, Any]] | None = None
+    ) -> None:
         self.series = series
+        self.instant = instant or []
 
     def custom_query_range(self, query, start_time, end_time, step, params=None, timeout=None):  # type: ignore[no-untyped-def]
         return self.series
+
+    def custom_query(self, query, params=None, timeout=None):  # type: ignore[no-untyped-def]
+        return self.instant
 
 
 def collect_one(client: CannedClient) -> SystemBaseline:
@@ -289,3 +310,162 @@ def test_duplicate_series_keeps_longest() -> None:
 
     assert baseline.metrics[0].samples == 2
     assert baseline.metrics[0].avg == 15.0
+
+
+def test_promql_duration_units() -> None:
+    assert promql_duration(timedelta(minutes=5)) == "5m"
+    assert promql_duration(timedelta(hours=2)) == "2h"
+    assert promql_duration(timedelta(seconds=90)) == "90s"
+
+
+def test_promql_duration_rejects_fractions() -> None:
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        promql_duration(timedelta(seconds=1.5))
+
+
+def test_network_query_keeps_directions_apart() -> None:
+    query = NETWORK_DROPS.query(instance_matcher(["h:9100"]))
+
+    assert query.startswith("sum by (instance, device) (rate(node_network_receive_drop_total{")
+    assert "label_replace(rate(node_network_transmit_drop_total{" in query
+    assert 'device!~"lo|veth.+|tap.+|fwbr.+|fwpr.+|fwln.+"' in query
+
+
+def test_pve_guest_from_pve_id() -> None:
+    system = make_system("vm-media", **{"pve-id": "qemu/100"})
+    assert default_pve_guest(system) == PveGuest(("qemu/100",))
+
+
+def test_pve_guest_from_vmid_tries_both_types() -> None:
+    system = make_system("ct-dns", vmid="101")
+    assert default_pve_guest(system) == PveGuest(("qemu/101", "lxc/101"))
+
+
+def test_pve_guest_absent() -> None:
+    assert default_pve_guest(make_system("db", "127.0.0.20")) is None
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"), [("pve-id", "vm/100"), ("pve-id", "qemu/abc"), ("vmid", "qemu/100")]
+)
+def test_pve_guest_rejects_invalid_value(attribute: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"invalid {attribute}"):
+        default_pve_guest(make_system("vm", **{attribute: value}))
+
+
+def test_invalid_pve_id_noted_not_fatal() -> None:
+    client = RecordingClient()
+    results = collect_prometheus_baselines(
+        client,
+        [
+            make_system("bad", "127.0.0.21", **{"pve-id": "vm/100"}),
+            make_system("good", "127.0.0.22"),
+        ],
+        window=timedelta(hours=1),
+        step=timedelta(seconds=60),
+        end=END,
+        timeout=5,
+    )
+
+    assert "invalid pve-id 'vm/100' of system bad" in results["bad"].message
+    assert "invalid pve-id" not in results["good"].message
+    # No guest id is valid, so no prometheus-pve-exporter query is sent.
+    assert not any("pve_" in query for query in client.queries)
+
+
+def disk_series(device: str, values: list[list[Any]]) -> dict[str, Any]:
+    return {"metric": {"instance": "db:9100", "device": device}, "values": values}
+
+
+def disk_current(device: str, value: str) -> dict[str, Any]:
+    return {"metric": {"instance": "db:9100", "device": device}, "value": [240, value]}
+
+
+def test_per_device_rows_and_worst_device() -> None:
+    client = CannedClient(
+        [
+            disk_series("sda", [[0, "10"], [60, "80"], [120, "10"]]),
+            disk_series("sdb", [[0, "50"], [60, "50"], [120, "50"], [180, "50"]]),
+        ],
+        instant=[disk_current("sda", "95"), disk_current("sdb", "40")],
+    )
+    results = collect_prometheus_baselines(
+        client,
+        [make_system("db", instance="db:9100")],
+        window=timedelta(minutes=3),
+        step=timedelta(seconds=60),
+        end=END,
+        timeout=5,
+        metrics=[DISK_UTILIZATION],
+    )
+    baseline = results["db"]
+    combined = baseline.metric("disk_utilization")
+    sda = baseline.metric("disk_utilization", "sda")
+    sdb = baseline.metric("disk_utilization", "sdb")
+    assert combined is not None and sda is not None and sdb is not None
+
+    assert [row.device for row in baseline.metrics] == [None, "sda", "sdb"]
+    # The maximum over both disks at 0, 60, 120 and 180 s.
+    assert combined.samples == 4
+    assert combined.avg == (50 + 80 + 50 + 50) / 4
+    assert combined.max == 80
+    # sdb's p95 is 50, sda's is 73.
+    assert combined.worst_device == "sda"
+    assert combined.current == 95
+    assert sda.current == 95
+    assert sdb.current == 40
+    assert sda.samples == 3
+    assert sda.coverage == 0.75
+
+
+def test_series_without_device_label_dropped() -> None:
+    client = CannedClient(
+        [
+            {"metric": {"instance": "db:9100"}, "values": [[0, "10"]]},
+            disk_series("sda", [[0, "20"]]),
+        ]
+    )
+    results = collect_prometheus_baselines(
+        client,
+        [make_system("db", instance="db:9100")],
+        window=timedelta(minutes=1),
+        step=timedelta(seconds=60),
+        end=END,
+        timeout=5,
+        metrics=[DISK_UTILIZATION],
+    )
+
+    assert [row.device for row in results["db"].metrics] == [None, "sda"]
+
+
+def test_malformed_value_drops_only_its_series() -> None:
+    client = CannedClient(
+        [
+            {"metric": {"instance": "db:9100"}, "values": [[0, "not a number"]]},
+            {"metric": {"instance": "web:9100"}, "values": [[0, "10"], [60, "30"]]},
+        ]
+    )
+    results = collect_prometheus_baselines(
+        client,
+        [make_system("db", instance="db:9100"), make_system("web", instance="web:9100")],
+        window=timedelta(minutes=1),
+        step=timedelta(seconds=60),
+        end=END,
+        timeout=5,
+        metrics=[CPU_UTILIZATION],
+    )
+
+    assert results["db"].source is BaselineSource.NONE
+    assert results["web"].metrics[0].avg == 20.0
+
+
+def test_nan_current_value_left_unknown() -> None:
+    client = CannedClient(
+        [{"metric": {"instance": "db:9100"}, "values": [[0, "10"], [60, "20"]]}],
+        instant=[{"metric": {"instance": "db:9100"}, "value": [60, "NaN"]}],
+    )
+
+    baseline = collect_one(client)
+
+    assert baseline.metrics[0].avg == 15.0
+    assert baseline.metrics[0].current is None

@@ -142,3 +142,22 @@ def test_threshold_rule_rejects_negative_k() -> None:
 def test_threshold_rule_rejects_nan() -> None:
     with pytest.raises(ValueError, match="finite"):
         ThresholdRule(floor=math.nan, k=1.0, cap=95.0)
+
+
+def test_uncapped_threshold_exceeds_any_cap() -> None:
+    rule = ThresholdRule(floor=1e6, k=3.0, cap=None)
+    threshold, inputs = stats.compute_threshold(5e8, 1e8, rule)
+
+    assert threshold == 8e8
+    assert inputs["formula"] == "max(floor, p95 + k * stddev)"
+    assert inputs["cap"] is None
+
+
+def test_uncapped_threshold_uses_floor() -> None:
+    threshold, _ = stats.compute_threshold(10.0, 1.0, ThresholdRule(floor=1e6, k=3.0, cap=None))
+    assert threshold == 1e6
+
+
+def test_threshold_rule_rejects_infinite_cap() -> None:
+    with pytest.raises(ValueError, match="cap must be a finite number"):
+        ThresholdRule(floor=0.0, k=1.0, cap=math.inf)
