@@ -14,6 +14,7 @@ from typing import Any
 
 import git
 
+from prep_assets.baselines.checklists import write_checklist_pages
 from prep_assets.baselines.prometheus import collect_prometheus_baselines
 from prep_assets.baselines.sample import (
     SAMPLE_COMMAND,
@@ -625,7 +626,13 @@ def write_status(
     )
     document = build_status_document(inputs)
     json_path, markdown_path = write_status_documents(document, root / STATUS_DIRECTORY)
-    return {"json": str(json_path), "markdown": str(markdown_path), "summary": document["summary"]}
+    checklists = write_checklist_pages(root, list(systems.values()), baselines)
+    return {
+        "json": str(json_path),
+        "markdown": str(markdown_path),
+        "checklists": [str(path) for path in checklists],
+        "summary": document["summary"],
+    }
 
 
 def _branch(root: Path) -> str | None:
@@ -641,5 +648,6 @@ def status_metadata(written: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "prep_status_json": FilePath(written["json"]),
         "prep_status_md": FilePath(written["markdown"]),
+        "use_checklist_pages": len(written.get("checklists", [])),
         **{key: value for key, value in summary.items()},
     }

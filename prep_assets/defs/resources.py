@@ -57,7 +57,8 @@ class AccessResource(ConfigurableResource):
         description="Allow node-level checks of Kubernetes nodes through a privileged debug pod (creates a pod).",
     )
     debug_pod_image: str = Field(
-        default="debian:bookworm-slim", description="Image of the node debug pod; it must contain nsenter."
+        default="debian:bookworm-slim",
+        description="Image of the node debug pod; it must contain nsenter.",
     )
 
 
@@ -69,7 +70,8 @@ class PrometheusResource(ConfigurableResource):
         description="Base URL such as http://127.0.0.1:9090; empty to take short samples instead.",
     )
     window_hours: float = Field(default=168.0, description="Baseline window in hours.")
-    step_seconds: float = Field(default=60.0, description="Query resolution in seconds.")
+    # 300 s keeps a 7-day, 200-system collection near half a minute (docs/benchmarks.md).
+    step_seconds: float = Field(default=300.0, description="Query resolution in seconds.")
     timeout_seconds: float = Field(default=30.0, description="Seconds allowed per query.")
 
 

@@ -215,6 +215,15 @@ _METRIC_KEYS = (
     "source",
     "no_data_reason",
     "low_coverage",
+    "resource",
+    "signal",
+    "device",
+    "worst_device",
+    "exporter",
+    "current",
+    "step_seconds",
+    "expected_samples",
+    "window_end",
 )
 
 
