@@ -16,9 +16,21 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 DEBIAN_PACKAGES := openssh-server openssh-client sysstat prometheus prometheus-node-exporter git \
 	iproute2 procps dnsmasq-base sudo postgresql chromium
 
-.PHONY: setup system-packages services venv instance demo test bench dev lint clean
+.PHONY: setup system-packages services test-debs venv instance demo test bench dev lint clean
 
-setup: system-packages services venv instance
+setup: system-packages services venv instance test-debs
+
+# The provisioning tests install sysstat inside a test root from a local .deb; it is
+# downloaded here, at set-up, so that no test reaches a package mirror itself.
+test-debs: system-packages
+	@mkdir -p .cache/debs; \
+	version=$$(dpkg-query -W -f='$${Version}' sysstat); \
+	arch=$$(dpkg-query -W -f='$${Architecture}' sysstat); \
+	file="sysstat_$${version//:/%3a}_$$arch.deb"; \
+	if [ ! -f "/var/cache/apt/archives/$$file" ] && [ ! -f ".cache/debs/$$file" ]; then \
+	  echo "Downloading $$file for the provisioning tests"; \
+	  (cd .cache/debs && apt-get download -q "sysstat=$$version"); \
+	fi
 
 # The tests use the machine's PostgreSQL on 127.0.0.1:5432; start its cluster if it is down.
 services: system-packages
@@ -60,7 +72,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(PY) -m prep_assets.demo .demo/homelab
-	$(VENV)/bin/prep-assets run --repo .demo/homelab
+	PREP_SSH_CONFIG= $(VENV)/bin/prep-assets run --repo .demo/homelab
 
 # pytest exits with 5 when it collected no tests; that fails the target too.
 test: setup

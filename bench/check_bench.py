@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=200, help="Number of sshd test hosts.")
     parser.add_argument("--workers", type=int, default=20, help="Systems checked at the same time.")
-    parser.add_argument("--timeout", type=float, default=10.0, help="Seconds per connection and command.")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="Seconds per connection and command."
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("run as root: the benchmark starts sshd test hosts", file=sys.stderr)
@@ -43,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
             hosts = pool.start_hosts(HostKind.WITH_SYSSTAT, args.hosts, prefix="bench")
             print(f"started {len(hosts)} sshd hosts in {time.monotonic() - started:.1f} s")
             systems = [
-                System(host.name, "linux", "standard", AccessMethod.SSH, address=host.address, port=host.port)
+                System(
+                    host.name,
+                    "linux",
+                    "standard",
+                    AccessMethod.SSH,
+                    address=host.address,
+                    port=host.port,
+                )
                 for host in hosts
             ]
             targets = {
@@ -71,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.monotonic() - wall_before
             cpu = _cpu_seconds() - cpu_before
 
-            reachable = sum(1 for check in results.values() if check.access.state is AccessState.REACHABLE)
+            reachable = sum(
+                1 for check in results.values() if check.access.state is AccessState.REACHABLE
+            )
             connections = sum(host.connection_count() for host in hosts)
             print(
                 f"checked {len(specs)} tools on {len(systems)} hosts with {args.workers} workers: "

@@ -8,12 +8,14 @@ JSON between runs; this module converts them to and from the domain types.
 import logging
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import git
 
+from prep_assets.baselines.alerts import find_breaches_in_values
 from prep_assets.baselines.checklists import write_checklist_pages
 from prep_assets.baselines.prometheus import collect_prometheus_baselines
 from prep_assets.baselines.sample import (
@@ -153,19 +155,45 @@ def inventory_metadata(inventory: Mapping[str, Any], new: Sequence[str]) -> dict
 # CHECK TOOLS and VERIFY ACCESS
 
 
+@dataclass(frozen=True)
+class AccessSettings:
+    """How the check and provisioning steps reach systems; the access resource fills it."""
+
+    known_hosts: str
+    timeout: float
+    max_workers: int = 16
+    max_per_node: int | None = 4
+    # None reads ~/.ssh/config when it exists, "" reads none, a path must exist.
+    ssh_config: str | None = None
+    allow_agent: bool = False
+    kubernetes_debug_pods: bool = False
+    debug_pod_image: str | None = None
+
+
+def transport_factory(inventory: Mapping[str, Any], settings: AccessSettings) -> TransportFactory:
+    """Build the transport opener shared by every step that contacts systems.
+
+    The factory gets every system of the inventory, because a guest is reached
+    through its node's row and a jump host may be another system.
+    """
+    return TransportFactory(
+        inventory.get("credentials", {}),
+        known_hosts=settings.known_hosts,
+        timeout=settings.timeout,
+        systems=systems_of(inventory).values(),
+        ssh_config=settings.ssh_config,
+        allow_agent=settings.allow_agent,
+        kubernetes_debug_pods=settings.kubernetes_debug_pods,
+        **({"debug_pod_image": settings.debug_pod_image} if settings.debug_pod_image else {}),
+    )
+
+
 def check_partitions(
     inventory: Mapping[str, Any],
     partitions: Sequence[str],
+    settings: AccessSettings,
     *,
-    known_hosts: str,
-    timeout: float,
-    max_workers: int,
     take_samples: bool,
-    max_per_node: int | None = 4,
-    ssh_config: str | None = None,
-    allow_agent: bool = False,
-    kubernetes_debug_pods: bool = False,
-    debug_pod_image: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check the systems named by ``partitions`` and return (access values, tool values) per partition.
 
@@ -174,17 +202,7 @@ def check_partitions(
     """
     systems = systems_of(inventory)
     present = [systems[name] for name in partitions if name in systems]
-    # The factory gets every system, because a guest is reached through its node's row.
-    opener = TransportFactory(
-        inventory.get("credentials", {}),
-        known_hosts=known_hosts,
-        timeout=timeout,
-        systems=systems.values(),
-        ssh_config=ssh_config,
-        allow_agent=allow_agent,
-        kubernetes_debug_pods=kubernetes_debug_pods,
-        **({"debug_pod_image": debug_pod_image} if debug_pod_image else {}),
-    )
+    opener = transport_factory(inventory, settings)
 
     def sample_for(system: System) -> SampleRequest | None:
         if not take_samples:
@@ -199,7 +217,11 @@ def check_partitions(
         present,
         lambda system: specs_of(inventory, system.name),
         opener,
-        CheckSettings(timeout=timeout, max_workers=max_workers, max_per_node=max_per_node),
+        CheckSettings(
+            timeout=settings.timeout,
+            max_workers=settings.max_workers,
+            max_per_node=settings.max_per_node,
+        ),
         sample_for=sample_for,
     )
 
@@ -377,9 +399,6 @@ def _no_baseline(reason: str) -> dict[str, Any]:
 
 
 def baseline_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
-    # Imported here so this function's change stays in one place.
-    from prep_assets.baselines.alerts import find_breaches_in_values
-
     def number(value: float | None) -> str:
         # Error rates below 0.1/s and throughput in bytes/s share the columns.
         if value is None:

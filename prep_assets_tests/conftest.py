@@ -1,4 +1,8 @@
-"""Shared pytest fixtures of the prep-assets tests."""
+"""Shared pytest fixtures of the prep-assets tests.
+
+network_guard.py limits every connection of the test process to loopback and
+the tests' own network namespaces.
+"""
 
 # The SSH test host fixtures (ssh_hosts, start_ssh_host) are defined in sshhosts.py,
 # the network namespace fixture (namespaces) in netns.py, the fake Proxmox VE API
@@ -6,6 +10,8 @@
 # kubernetes_server.py, Dagster instances on SQLite or PostgreSQL (make_instance,
 # postgres_url) in dagster_instances.py.
 pytest_plugins = [
+    # First: it cleans the environment and guards connections before anything runs.
+    "prep_assets_tests.network_guard",
     "prep_assets_tests.sshhosts",
     "prep_assets_tests.netns",
     "prep_assets_tests.fake_pve",

@@ -60,7 +60,11 @@ def free_loopback_port() -> int:
 def require_binaries(*names: str) -> None:
     missing = [name for name in names if shutil.which(name) is None]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (apt-get install prometheus)")
+        pytest.fail(
+            f"not installed: {', '.join(missing)}: run `make test`, which installs prometheus "
+            "and prometheus-node-exporter",
+            pytrace=False,
+        )
 
 
 class ManagedProcess:

@@ -30,7 +30,12 @@ def test_default_tiers_give_three_running_schedules():
         assert schedule.default_status is DefaultScheduleStatus.RUNNING
         assert schedule.job_name == "prep_pass"
     sensors = {sensor.name: sensor for sensor in repository.sensor_defs}
-    assert set(sensors) == {"stale_systems", "infra_repo_commits", "prometheus_alerts", "rules_sensor"}
+    assert set(sensors) == {
+        "stale_systems",
+        "infra_repo_commits",
+        "prometheus_alerts",
+        "rules_sensor",
+    }
     for sensor in sensors.values():
         assert sensor.default_status is DefaultSensorStatus.RUNNING
 

@@ -116,9 +116,18 @@ def check_system(
         logger.warning("cannot check %s: %s", system.name, error)
         access = AccessResult(system.name, AccessState.ERROR, method, message=str(error))
         return SystemCheck(system.name, access, _unknown(specs))
+    except Exception as error:
+        # A bug or an odd answer from one system must not fail the other systems' checks.
+        logger.error("check of %s failed unexpectedly", system.name, exc_info=True)
+        message = f"unexpected {type(error).__name__} during the check; see the step log"
+        access = AccessResult(system.name, AccessState.ERROR, method, message=message)
+        return SystemCheck(system.name, access, _unknown(specs))
     finally:
         if transport is not None:
-            transport.close()
+            try:
+                transport.close()
+            except Exception:
+                logger.warning("closing the connection to %s failed", system.name, exc_info=True)
         if access is not None:
             access.duration_ms = round((time.monotonic() - started) * 1000, 1)
 

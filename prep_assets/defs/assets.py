@@ -38,7 +38,6 @@ from prep_assets.provisioning.step import provision_partitions
 from prep_assets.report.document import PER_SYSTEM_STEPS
 from prep_assets.report.metadata import FilePath, MarkdownText
 from prep_assets.tiers import add_tier_problems, load_tiers, order_by_tier, system_tiers
-from prep_assets.transports.factory import TransportFactory
 
 GROUP = "prep_loop"
 PER_SYSTEM_GROUP = "prep_per_system"
@@ -46,6 +45,19 @@ PER_SYSTEM_GROUP = "prep_per_system"
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _access_settings(access: AccessResource) -> pipeline.AccessSettings:
+    return pipeline.AccessSettings(
+        known_hosts=access.known_hosts,
+        timeout=access.timeout_seconds,
+        max_workers=access.max_workers,
+        max_per_node=access.max_per_node or None,
+        ssh_config=_ssh_config_path(access.ssh_config),
+        allow_agent=access.use_ssh_agent,
+        kubernetes_debug_pods=access.kubernetes_debug_pods,
+        debug_pod_image=access.debug_pod_image,
+    )
 
 
 def _ssh_config_path(setting: str) -> str | None:
@@ -129,17 +141,7 @@ def system_checks(
     """Check access and tools of the selected systems concurrently, one connection per system."""
     systems = context.partition_keys
     access_values, tool_values = pipeline.check_partitions(
-        inventory,
-        systems,
-        known_hosts=access.known_hosts,
-        timeout=access.timeout_seconds,
-        max_workers=access.max_workers,
-        take_samples=not prometheus.url,
-        max_per_node=access.max_per_node or None,
-        ssh_config=_ssh_config_path(access.ssh_config),
-        allow_agent=access.use_ssh_agent,
-        kubernetes_debug_pods=access.kubernetes_debug_pods,
-        debug_pod_image=access.debug_pod_image,
+        inventory, systems, _access_settings(access), take_samples=not prometheus.url
     )
     yield Output(
         access_values,
@@ -171,11 +173,7 @@ def provisioned_tools(
 ) -> Output[dict]:
     """The installation plan for each system's missing tools, and its outcome when provisioning is enabled (off by default)."""
     settings = provisioning_settings(provisioning, config, context.run.tags)
-    opener = TransportFactory(
-        inventory.get("credentials", {}),
-        known_hosts=access.known_hosts,
-        timeout=access.timeout_seconds,
-    )
+    opener = pipeline.transport_factory(inventory, _access_settings(access))
     values = provision_partitions(
         inventory,
         context.partition_keys,

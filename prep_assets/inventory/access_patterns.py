@@ -154,12 +154,17 @@ def split_address(value: str) -> tuple[str, int | None]:
         ) from None
 
 
+# An IPv6 zone is an interface name or index; anything else (a shell character
+# planted in a guest-agent address, say) makes the address invalid.
+_ZONE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
 def _is_host(host: str) -> bool:
     """Return whether ``host`` is a host name, an IPv4 address or an IPv6 address with optional zone."""
     if ":" not in host:
         return bool(_HOST_NAME.match(host))
     address, _, zone = host.partition("%")
-    if "%" in host and not zone:
+    if "%" in host and not _ZONE.match(zone):
         return False
     try:
         ipaddress.IPv6Address(address)

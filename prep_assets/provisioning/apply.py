@@ -159,6 +159,10 @@ def provision_system(
         message = error.message if isinstance(error, TransportError) else str(error)
         logger.warning("provisioning %s failed before any command ran: %s", system.name, message)
         result = _failed(dict(plan), f"could not open a connection: {message}")
+    except Exception as error:
+        # One system's unexpected error must not stop the other systems' installs.
+        logger.error("provisioning %s failed unexpectedly", system.name, exc_info=True)
+        result = _failed(dict(plan), f"unexpected {type(error).__name__}; see the step log")
     finally:
         if transport is not None:
             transport.close()

@@ -48,3 +48,28 @@ def test_sample_gets_its_own_duration_on_top_of_timeout():
     )
 
     assert check.sample == {"source": "sample", "metrics": []}
+
+
+class BrokenTransport:
+    system = "broken"
+
+    def run(self, argv, timeout):
+        raise EOFError("the server closed the channel")
+
+    def close(self):
+        pass
+
+
+def test_unexpected_error_stays_with_its_system():
+    from prep_assets.checks.runner import check_systems
+
+    systems = [System("broken", "linux", "standard", AccessMethod.SSH, address="127.0.0.1"), LOCAL]
+
+    def opener(system):
+        return BrokenTransport() if system.name == "broken" else LocalTransport(system.name)
+
+    checks = check_systems(systems, lambda system: [ToolSpec("sh")], opener, CheckSettings())
+
+    assert checks["broken"].access.state is AccessState.ERROR
+    assert "EOFError" in checks["broken"].access.message
+    assert checks["local-1"].access.state is AccessState.REACHABLE

@@ -32,7 +32,6 @@ HOSTS = """\
 STOP_GRACE_SECONDS = 5.0
 
 
-
 def free_port() -> int:
     """A port that is free for both UDP and TCP on 127.0.0.1 at the time of the call."""
     for _ in range(20):

@@ -90,11 +90,16 @@ def installed_version(package: str) -> str | None:
     return version
 
 
+# `make test` downloads the .debs the tests install into this folder before pytest starts,
+# so no test itself reaches a package mirror.
+DOWNLOADED_DEBS = Path(__file__).resolve().parents[2] / ".cache" / "debs"
+
+
 def fetch_package(package: str, target_dir: Path) -> Path:
     """Copy the .deb of the machine's installed ``package`` into ``target_dir``.
 
-    apt's cache is used when it has that version; otherwise ``apt-get download``
-    fetches it through the machine's configured apt sources.
+    The .deb comes from apt's cache or from the folder that `make test` fills;
+    the tests never download it themselves.
     """
     version = installed_version(package)
     if version is None:
@@ -103,18 +108,16 @@ def fetch_package(package: str, target_dir: Path) -> Path:
     # apt writes an epoch's ":" as "%3a" in file names.
     file_name = f"{package}_{version.replace(':', '%3a')}_{arch}.deb"
     target_dir.mkdir(parents=True, exist_ok=True)
-    cached = APT_ARCHIVES / file_name
-    if cached.is_file():
-        shutil.copy2(cached, target_dir / file_name)
-        return target_dir / file_name
-    logger.info("%s is not in apt's cache; running apt-get download", file_name)
-    run_checked(
-        ["apt-get", "download", "-q", f"{package}={version}"], "apt-get download", cwd=target_dir
+    for folder in (APT_ARCHIVES, DOWNLOADED_DEBS):
+        cached = folder / file_name
+        if cached.is_file():
+            shutil.copy2(cached, target_dir / file_name)
+            return target_dir / file_name
+    pytest.fail(
+        f"{file_name} is neither in {APT_ARCHIVES} nor in {DOWNLOADED_DEBS}: run `make test`, "
+        "which downloads it before the tests start",
+        pytrace=False,
     )
-    found = sorted(target_dir.glob(f"{package}_*.deb"))
-    if not found:
-        pytest.fail(f"apt-get download left no {package} .deb in {target_dir}", pytrace=False)
-    return found[0]
 
 
 def write_flat_repository(repo_dir: Path, debs: list[Path]) -> None:

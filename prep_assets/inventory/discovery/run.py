@@ -24,7 +24,7 @@ from prep_assets.inventory.discovery.config import (
 from prep_assets.inventory.discovery.dns import check_dns
 from prep_assets.inventory.discovery.kubernetes import discover_kubernetes
 from prep_assets.inventory.discovery.proxmox import discover_proxmox
-from prep_assets.inventory.discovery.records import SourceResult, SourceState
+from prep_assets.inventory.discovery.records import ErrorKind, SourceResult, SourceState
 from prep_assets.inventory.loader import DocsSnapshot
 from prep_assets.inventory.merge import (
     DiscoveryState,
@@ -104,9 +104,17 @@ def _query_sources(config: DiscoveryConfig, environ: Mapping[str, str]) -> list[
 def _query_one(
     source: ProxmoxSource | KubernetesSource, environ: Mapping[str, str]
 ) -> SourceResult:
-    if isinstance(source, ProxmoxSource):
-        return discover_proxmox(source, environ)
-    return discover_kubernetes(source, environ)
+    kind = "proxmox" if isinstance(source, ProxmoxSource) else "kubernetes"
+    try:
+        if isinstance(source, ProxmoxSource):
+            return discover_proxmox(source, environ)
+        return discover_kubernetes(source, environ)
+    except Exception as error:
+        # An odd answer from one source marks it down; the other sources still count.
+        logger.error("discovery from %s %s failed unexpectedly", kind, source.name, exc_info=True)
+        result = SourceResult(source.key, kind, source.name, source.endpoint)
+        result.fail(ErrorKind.ERROR, f"unexpected {type(error).__name__}; see the step log")
+        return result
 
 
 def _contexts(config: DiscoveryConfig, results: list[SourceResult]) -> dict[str, SourceContext]:
