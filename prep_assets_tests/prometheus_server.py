@@ -70,12 +70,20 @@ def require_binaries(*names: str) -> None:
 class ManagedProcess:
     """A server process in its own process group, stopped by TERM then KILL."""
 
-    def __init__(self, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             self.argv,
+            env=env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
