@@ -119,7 +119,7 @@ def inventory(context: AssetExecutionContext, infra_repo: InfraRepoResource) -> 
     outs={
         "access_status": AssetOut(
             group_name=PER_SYSTEM_GROUP,
-            description="Whether each system answers over its access method, with latency and the failure kind.",
+            description="Whether each system responds over its access method, with latency and the failure kind.",
             code_version="1",
         ),
         "tool_status": AssetOut(

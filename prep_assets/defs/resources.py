@@ -13,12 +13,12 @@ EXAMPLE_REPO = PACKAGE_ROOT / ".demo" / "homelab"
 
 
 def default_infra_repo() -> str:
-    """The infra repo named by PREP_INFRA_REPO, or the bundled example made by ``make demo``."""
+    """Return the infra repo named by PREP_INFRA_REPO, or the example repo that ``make demo`` builds."""
     return os.environ.get("PREP_INFRA_REPO") or str(EXAMPLE_REPO)
 
 
 class InfraRepoResource(ConfigurableResource):
-    """The git repository that holds the infrastructure docs and receives prep-status.md/.json."""
+    """The git repository that contains the infrastructure docs and receives prep-status.md/.json."""
 
     path: str = Field(default_factory=default_infra_repo, description="Path of the infra git repo.")
     first_run_days: int = Field(
@@ -31,7 +31,7 @@ class InfraRepoResource(ConfigurableResource):
 
 
 class AccessResource(ConfigurableResource):
-    """How prep-assets reaches systems: timeouts, concurrency and SSH host-key policy."""
+    """Settings for reaching systems: timeouts, concurrency, SSH configuration and host-key policy."""
 
     known_hosts: str = Field(
         default_factory=lambda: os.environ.get("PREP_KNOWN_HOSTS", "~/.ssh/known_hosts"),
@@ -63,7 +63,7 @@ class AccessResource(ConfigurableResource):
 
 
 class PrometheusResource(ConfigurableResource):
-    """The Prometheus server that holds node_exporter history; empty URL means none."""
+    """The Prometheus server that stores node_exporter history. An empty URL means there is none."""
 
     url: str = Field(
         default_factory=lambda: os.environ.get("PREP_PROMETHEUS_URL", ""),
