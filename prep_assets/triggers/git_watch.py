@@ -7,6 +7,7 @@ new inventory counts as touched, because the changes cannot be attributed.
 """
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ GENERATED_PREFIXES = (
     "docs/infrastructure/provisioning-audit.",
 )
 MAX_LISTED_COMMITS = 200
+_REMOTE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
 class GitWatchError(Exception):
@@ -81,9 +83,16 @@ def fetch_and_fast_forward(root: Path, remote: str) -> str | None:
     commits, or local changes in the way); HEAD then stays where it was. Raises
     GitWatchError when the fetch itself fails.
     """
+    # A remote is a configured name such as "origin": a value starting with "-" would be
+    # read by git as an option, and a URL could carry credentials into the log.
+    if not _REMOTE_NAME.match(remote):
+        raise GitWatchError(
+            f"invalid git remote {remote!r}: give the name of a remote configured in {root}, "
+            "such as origin"
+        )
     repo = _open(root)
     try:
-        repo.git.fetch("--quiet", "--prune", remote)
+        repo.git.fetch("--quiet", "--prune", "--", remote)
     except GitCommandError as error:
         raise GitWatchError(
             f"git fetch {remote} failed in {root} (exit status {error.status}): "

@@ -1,8 +1,10 @@
 """New commits, rewritten history, touched systems and fetching from a remote, on real git repos."""
 
 import git
+import pytest
 
 from prep_assets.triggers.git_watch import (
+    GitWatchError,
     fetch_and_fast_forward,
     head_commit,
     new_commits,
@@ -133,3 +135,13 @@ def test_fetch_without_upstream(tmp_path):
     warning = fetch_and_fast_forward(repo.root, "origin")
 
     assert warning is not None and "has no upstream" in warning
+
+
+@pytest.mark.parametrize("remote", ["--upload-pack=touch /tmp/prep-pwned", "-o", "origin name", ""])
+def test_fetch_rejects_remote_that_is_not_a_name(tmp_path, remote):
+    repo = InfraRepo(tmp_path / "infra")
+    repo.write(INVENTORY, inventory_text([local_row("alpha", "standard")]))
+    repo.commit("Document alpha")
+
+    with pytest.raises(GitWatchError, match="invalid git remote"):
+        fetch_and_fast_forward(repo.root, remote)
