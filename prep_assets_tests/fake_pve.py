@@ -24,6 +24,7 @@ answers every exec-status with an exited command without output:
 import asyncio
 import os
 import pwd
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from fakepve.certs import make_cert
 from prep_assets_tests.sshhosts import TEST_USER, ensure_test_user
 
 START_TIMEOUT_SECONDS = 30
+# Seconds a guest command gets to end after SIGTERM before it is killed.
+STOP_GRACE_SECONDS = 2.0
 HOST = "127.0.0.1"
 
 
@@ -115,10 +118,23 @@ class ExecutingPve(FakePve):
 
     async def stop(self) -> None:
         for execution in self._executions.values():
-            if execution.process.returncode is None:
-                execution.process.kill()
-                await execution.process.wait()
+            process = execution.process
+            if process.returncode is None:
+                # Each guest command leads its own process group: TERM it, then KILL after a grace.
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+                except TimeoutError:
+                    _signal_group(process.pid, signal.SIGKILL)
+                    await process.wait()
         await super().stop()
+
+
+def _signal_group(process_group: int, signal_number: int) -> None:
+    try:
+        os.killpg(process_group, signal_number)
+    except ProcessLookupError:
+        pass
 
 
 class ServedPve:
