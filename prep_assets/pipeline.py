@@ -463,10 +463,6 @@ def baseline_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
 # MONITOR
 
 

@@ -228,10 +228,6 @@ def _tools_tables(systems: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def _number(value: Any) -> str | None:
-    return None if value is None else f"{value:.1f}"
-
-
 def _baseline_table(systems: Sequence[Mapping[str, Any]]) -> list[str]:
     """Return one USE table per system: resource, signal, metric and device per row."""
 
