@@ -2,7 +2,7 @@
 
 Each Dagster asset calls one function here and one that builds its metadata.
 Values passed between steps are dicts and lists, because they are stored as
-JSON between runs; this module converts them to and from the domain types.
+JSON between runs. This module converts them to and from the domain types.
 """
 
 import logging
@@ -157,7 +157,7 @@ def inventory_metadata(inventory: Mapping[str, Any], new: Sequence[str]) -> dict
 
 @dataclass(frozen=True)
 class AccessSettings:
-    """How the check and provisioning steps reach systems; the access resource fills it."""
+    """Settings with which the check and provisioning steps reach systems, filled from the access resource."""
 
     known_hosts: str
     timeout: float

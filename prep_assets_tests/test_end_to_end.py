@@ -137,7 +137,7 @@ def test_loop_reports_each_system_exactly(loop, caplog):
         assert set(tool_states(systems[name]).values()) == {"unknown"}, name
     assert systems["modem"]["tools"] == []
 
-    # A host that accepts TCP and never answers costs its timeout, plus scheduling slack.
+    # A host that accepts TCP and never responds costs its timeout, plus scheduling slack.
     silent = systems["ssh-silent"]["access"]
     assert TIMEOUT * 1000 <= silent["duration_ms"] <= (TIMEOUT + 1.5) * 1000, silent
     for name in ("ssh-closed", "ssh-rejected", "ssh-wrong-key"):
@@ -164,7 +164,8 @@ def test_loop_reports_bad_rows_and_checks_the_rest(loop):
         (INVENTORY, 19),
         (INVENTORY, 20),
     ]
-    assert "ssh-full" in problems[0]["reason"] and "line 8" in problems[0]["reason"]
+    assert "ssh-full" in problems[0]["reason"]
+    assert "line 8" in problems[0]["reason"]
     assert "telnet" in problems[1]["reason"]
     assert "name" in problems[2]["reason"]
     assert repo.systems()["ssh-full"]["access"]["state"] == "reachable"

@@ -117,7 +117,7 @@ def check_system(
         access = AccessResult(system.name, AccessState.ERROR, method, message=str(error))
         return SystemCheck(system.name, access, _unknown(specs))
     except Exception as error:
-        # A bug or an odd answer from one system must not fail the other systems' checks.
+        # A bug or a malformed response from one system must not fail the other systems' checks.
         logger.error("check of %s failed unexpectedly", system.name, exc_info=True)
         message = f"unexpected {type(error).__name__} during the check; see the step log"
         access = AccessResult(system.name, AccessState.ERROR, method, message=message)

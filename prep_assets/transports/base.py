@@ -1,7 +1,7 @@
 """The transport interface: run one command on one system and return its result.
 
 A transport is opened once per system per step and reused for every command of
-that step. Commands are argument lists; each transport quotes them for the shell
+that step. Commands are argument lists. Each transport quotes them for the shell
 it talks to, so a value read from a document never reaches a shell unquoted.
 """
 
@@ -13,7 +13,7 @@ from prep_assets.models import AccessState, CommandResult
 
 
 class TransportError(Exception):
-    """A command could not be run on a system; ``state`` says how access failed."""
+    """A command could not be run on a system; ``state`` is the kind of access failure."""
 
     state = AccessState.ERROR
 

@@ -282,7 +282,9 @@ def test_thresholds_cover_floor_middle_and_cap(
     quiet_cpu = results["quiet"].metric("cpu_utilization")
     busy_cpu = results["busy"].metric("cpu_utilization")
     busy_memory = results["busy"].metric("memory_utilization")
-    assert quiet_cpu is not None and busy_cpu is not None and busy_memory is not None
+    assert quiet_cpu is not None
+    assert busy_cpu is not None
+    assert busy_memory is not None
 
     assert quiet_cpu.threshold == CPU_UTILIZATION.threshold_rule.floor
     assert busy_cpu.threshold == CPU_UTILIZATION.threshold_rule.cap
@@ -293,7 +295,9 @@ def test_thresholds_cover_floor_middle_and_cap(
 
 def test_uncapped_threshold_inputs(collected: tuple[dict[str, SystemBaseline], QueryStats]) -> None:
     metric = collected[0]["busy"].metric(NETWORK_THROUGHPUT.name, "eth0")
-    assert metric is not None and metric.p95 is not None and metric.stddev is not None
+    assert metric is not None
+    assert metric.p95 is not None
+    assert metric.stddev is not None
     inputs = metric.threshold_inputs
 
     assert inputs["formula"] == "max(floor, p95 + k * stddev)"
@@ -349,7 +353,9 @@ def test_current_above_threshold_listed(
 ) -> None:
     results = collected[0]
     disk = results["busy"].metric(DISK_UTILIZATION.name, "sda")
-    assert disk is not None and disk.current is not None and disk.threshold is not None
+    assert disk is not None
+    assert disk.current is not None
+    assert disk.threshold is not None
 
     breaches = find_threshold_breaches(results.values())
     listed = {(breach.system, breach.metric, breach.device) for breach in breaches}
@@ -653,7 +659,9 @@ def test_timed_out_query_fails_only_its_metric(
         disk = results[name].metric(DISK_UTILIZATION.name)
         cpu = results[name].metric(CPU_UTILIZATION.name)
         memory = results[name].metric(MEMORY_UTILIZATION.name)
-        assert disk is not None and cpu is not None and memory is not None
+        assert disk is not None
+        assert cpu is not None
+        assert memory is not None
         assert disk.no_data_reason == f"Prometheus at {disk_stalling_proxy.url} timed out after 2 s"
         assert cpu.no_data_reason is None
         assert memory.no_data_reason is None

@@ -402,7 +402,9 @@ def test_per_device_rows_and_worst_device() -> None:
     combined = baseline.metric("disk_utilization")
     sda = baseline.metric("disk_utilization", "sda")
     sdb = baseline.metric("disk_utilization", "sdb")
-    assert combined is not None and sda is not None and sdb is not None
+    assert combined is not None
+    assert sda is not None
+    assert sdb is not None
 
     assert [row.device for row in baseline.metrics] == [None, "sda", "sdb"]
     # The maximum over both disks at 0, 60, 120 and 180 s.

@@ -34,7 +34,7 @@ def test_failed_sample_command_is_an_error_value():
     assert check.sample == {"error": "sample command exited with 1"}
 
 
-def test_sample_gets_its_own_duration_on_top_of_timeout():
+def test_sample_duration_extends_timeout():
     sample = SampleRequest(
         ["sleep", "1.5"], lambda text: {"source": "sample", "metrics": []}, duration_seconds=2
     )

@@ -61,7 +61,9 @@ def test_missing_file_means_docs_only(tmp_path):
     config = load_discovery_config(tmp_path, CREDENTIALS)
 
     assert not config.configured
-    assert config.proxmox == [] and config.kubernetes == [] and config.dns is None
+    assert config.proxmox == []
+    assert config.kubernetes == []
+    assert config.dns is None
 
 
 def test_bad_rows_are_reported_and_left_out():
@@ -108,7 +110,8 @@ def test_bad_rows_are_reported_and_left_out():
     reasons = {problem.location.line: problem.reason for problem in config.problems}
     assert "https only" in reasons[6]
     assert "is a ssh-key" in reasons[7]
-    assert "unknown credential name" in reasons[8] and "not-listed" not in reasons[8]
+    assert "unknown credential name" in reasons[8]
+    assert "not-listed" not in reasons[8]
     assert "USER@REALM!TOKENNAME" in reasons[9]
     assert "Guest addresses" in reasons[10]
     assert "Timeout" in reasons[11]

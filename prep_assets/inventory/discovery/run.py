@@ -110,7 +110,7 @@ def _query_one(
             return discover_proxmox(source, environ)
         return discover_kubernetes(source, environ)
     except Exception as error:
-        # An odd answer from one source marks it down; the other sources still count.
+        # A malformed response marks only its own source down, so the other sources still count.
         logger.error("discovery from %s %s failed unexpectedly", kind, source.name, exc_info=True)
         result = SourceResult(source.key, kind, source.name, source.endpoint)
         result.fail(ErrorKind.ERROR, f"unexpected {type(error).__name__}; see the step log")
