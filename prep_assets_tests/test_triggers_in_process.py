@@ -148,8 +148,9 @@ def test_stale_system_fails_check_and_alerts_once(setup, webhook, monkeypatch):
     assert all(event.passed for event in result.asset_events)
 
     # crit-b is checked again more than a second after crit-a, and the clock is set
-    # half a second inside crit-b's window, so crit-a is outside it.
-    time.sleep(1.1)
+    # half a second inside crit-b's window, so crit-a is outside it. Check times are
+    # kept in whole seconds, so a wait of just over one second can show a gap of 1 s.
+    time.sleep(2.1)
     run_pass_over(instance, resources, ["crit-b"])
     gap = checked_times(instance, "crit-b")[0] - checked_times(instance, "crit-a")[-1]
     assert gap > timedelta(seconds=1)
