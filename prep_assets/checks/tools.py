@@ -23,9 +23,14 @@ from prep_assets.transports.base import shell_script
 #   pm <name>                  the package manager whose database was read
 #   pkg <package> <version>    an installed package and its version
 #   os <id> <version_id>       from /etc/os-release
-#   kernel <release>           what uname -r printed
+#   kernel <release>           the kernel release, as uname -r prints it
 #   installer <program>        a package manager program found on PATH
+# The PATH search runs in the shell itself: a "$(command -v ...)" per tool
+# would fork a subshell per tool, which was most of the script's CPU time.
+# Names that are not files on PATH, such as shell builtins, still go to
+# "command -v", and the script then reports the name itself as the path.
 TOOL_CHECK_SCRIPT = r"""
+set -f
 packages=0
 for arg in "$@"; do
   if [ "$packages" = 1 ]; then
@@ -35,7 +40,25 @@ for arg in "$@"; do
     packages=1
     continue
   fi
-  if found=$(command -v -- "$arg" 2>/dev/null); then
+  found=
+  case $arg in
+    */*) [ -f "$arg" ] && [ -x "$arg" ] && found=$arg ;;
+    *)
+      IFS=:
+      for dir in $PATH; do
+        [ -n "$dir" ] || dir=.
+        if [ -f "$dir/$arg" ] && [ -x "$dir/$arg" ]; then
+          found=$dir/$arg
+          break
+        fi
+      done
+      unset IFS
+      ;;
+  esac
+  if [ -z "$found" ] && command -v -- "$arg" >/dev/null 2>&1; then
+    found=$arg
+  fi
+  if [ -n "$found" ]; then
     printf 'tool\t%s\t%s\n' "$arg" "$found"
   else
     printf 'missing\t%s\n' "$arg"
@@ -46,7 +69,7 @@ while [ "$#" -gt 0 ] && [ "$1" != "--packages" ]; do shift; done
 if [ -r /etc/os-release ]; then
   ( . /etc/os-release 2>/dev/null; printf 'os\t%s\t%s\n' "${ID:-unknown}" "${VERSION_ID:-}" )
 fi
-if release=$(uname -r 2>/dev/null); then
+if { read -r release </proc/sys/kernel/osrelease; } 2>/dev/null || release=$(uname -r 2>/dev/null); then
   printf 'kernel\t%s\n' "$release"
 fi
 for program in apt-get apk dnf microdnf yum zypper; do

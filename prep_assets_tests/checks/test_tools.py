@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,57 @@ def test_local_check_reports_package_version():
     dash = next(result for result in parse_tool_check(output, SPECS) if result.command == "sh")
     assert dash.package == "dash"
     assert dash.version and dash.version[0].isdigit()
+
+
+def make_program(path: Path, mode: int = 0o755) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(mode)
+    return path
+
+
+def test_path_search_matches_command_v(tmp_path):
+    not_executable = make_program(tmp_path / "first" / "tool-a", 0o644)
+    executable = make_program(tmp_path / "second" / "tool-a")
+    (tmp_path / "second" / "tool-b").mkdir()
+    globbed = make_program(tmp_path / "dir*with?glob" / "tool-c")
+    in_working_dir = make_program(tmp_path / "work" / "tool-d")
+    search_path = ":".join(
+        ["", str(not_executable.parent), str(executable.parent), str(globbed.parent)]
+    )
+    argv = tool_check_command(
+        [ToolSpec(name) for name in ("tool-a", "tool-b", "tool-c", "tool-d", "echo", "/bin/sh")]
+    )
+
+    completed = subprocess.run(
+        argv,
+        env={"PATH": search_path},
+        cwd=in_working_dir.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    records = [
+        line.split("\t")
+        for line in completed.stdout.splitlines()
+        if line.startswith(("tool", "missing"))
+    ]
+
+    assert records == [
+        ["tool", "tool-a", str(executable)],
+        ["missing", "tool-b"],
+        ["tool", "tool-c", str(globbed)],
+        ["tool", "tool-d", "./tool-d"],
+        ["tool", "echo", "echo"],
+        ["tool", "/bin/sh", "/bin/sh"],
+    ]
+    assert completed.stderr == ""
+
+
+def test_kernel_release_reported():
+    output = run_check(SPECS)
+
+    assert f"kernel\t{os.uname().release}" in output.splitlines()
 
 
 def test_metacharacters_in_tool_name_are_literal(tmp_path):
