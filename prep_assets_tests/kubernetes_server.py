@@ -32,6 +32,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "kubernetes"
 TOKEN = "prep-assets-test-token"
 HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 30
+# Seconds a command gets to exit after SIGTERM before its process group is killed.
+STOP_GRACE_SECONDS = 2
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDOUT, STDERR, STATUS = 1, 2, 3
 
@@ -164,8 +166,7 @@ class FakeKubernetes:
             left = asyncio.ensure_future(_client_left(socket))
             done, _ = await asyncio.wait({finished, left}, return_when=asyncio.FIRST_COMPLETED)
             if finished not in done:
-                _kill_group(process)
-                await process.wait()
+                await _stop_group(process)
                 return None
             left.cancel()
             stdout, stderr = finished.result()
@@ -189,8 +190,7 @@ class FakeKubernetes:
 
     async def stop_commands(self) -> None:
         for process in list(self._running):
-            _kill_group(process)
-            await process.wait()
+            await _stop_group(process)
 
 
 async def _client_left(socket: web.WebSocketResponse) -> None:
@@ -200,9 +200,19 @@ async def _client_left(socket: web.WebSocketResponse) -> None:
             return
 
 
-def _kill_group(process: asyncio.subprocess.Process) -> None:
+async def _stop_group(process: asyncio.subprocess.Process) -> None:
+    """Send SIGTERM to the command's process group, then SIGKILL after a grace period."""
+    _signal_group(process.pid, signal.SIGTERM)
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+    except TimeoutError:
+        _signal_group(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
+def _signal_group(process_group: int, signal_number: int) -> None:
+    try:
+        os.killpg(process_group, signal_number)
     except ProcessLookupError:
         pass
 

@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 
 STATE = Path(__file__).resolve().parent.parent / "pve-guests.json"
+# Seconds a guest command gets to exit after SIGTERM before it is killed.
+STOP_GRACE_SECONDS = 2
 
 
 def die(message):
@@ -141,9 +143,13 @@ def qm(args, state):
         out, err = process.communicate(timeout=timeout if timeout else None)
     except subprocess.TimeoutExpired:
         # The real command keeps running in the guest; the stand-in ends it so no
-        # process outlives the test.
-        process.kill()
-        process.communicate()
+        # process outlives the test: TERM first, then KILL after a grace period.
+        process.terminate()
+        try:
+            process.communicate(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
         sys.stderr.write("timeout reached, returning pid\n")
         print(json.dumps({"pid": process.pid}, indent=3, sort_keys=True, separators=(",", " : ")))
         return

@@ -10,6 +10,7 @@ with PREP_UPDATE_SCREENSHOTS=1 it also replaces docs/asset-graph.png.
 
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -46,6 +47,7 @@ STARTUP_TIMEOUT_SECONDS = 90
 # seconds each to start and finish.
 DAEMON_DEADLINE_SECONDS = 150
 CHROMIUM_TIMEOUT_SECONDS = 90
+STOP_GRACE_SECONDS = 5
 WINDOW_SIZE = (1600, 1000)
 
 LOOP_ASSETS = {"change_context", "inventory", "drift_report", "rule_actions", "prep_status_doc"}
@@ -317,16 +319,35 @@ def chromium(arguments: list[str], url: str) -> subprocess.CompletedProcess[str]
         url,
     ]
     try:
-        return subprocess.run(
+        process = subprocess.Popen(
             command,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=CHROMIUM_TIMEOUT_SECONDS,
             start_new_session=True,
-            check=False,
         )
+        try:
+            stdout, stderr = process.communicate(timeout=CHROMIUM_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            stop_process_group(process)
+            raise
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def stop_process_group(process: subprocess.Popen[str]) -> None:
+    """Send SIGTERM to the group that ``process`` leads, then SIGKILL after a grace period.
+
+    Chromium's renderer and GPU processes are in the group, so signalling only
+    the browser process could leave them running.
+    """
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.communicate(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
 
 
 def png_size(path: Path) -> tuple[int, int]:
