@@ -12,10 +12,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from kubernetes.client import V1NodeAddress
 
 from prep_assets.inventory.credentials import CredentialKind, CredentialPointer
 from prep_assets.inventory.discovery.config import KubernetesSource
-from prep_assets.inventory.discovery.kubernetes import discover_kubernetes
+from prep_assets.inventory.discovery.kubernetes import discover_kubernetes, node_addresses
 from prep_assets.inventory.discovery.records import ErrorKind, RecordKind, SourceState
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kubernetes"
@@ -189,3 +190,15 @@ def test_silent_api_server_times_out(tmp_path, silent_port):
 
     assert result.error_kind is ErrorKind.TIMED_OUT
     assert result.duration_ms < 3000
+
+
+def test_node_addresses_drop_zones_and_names():
+    addresses = [
+        V1NodeAddress(type="Hostname", address="k3s-1"),
+        V1NodeAddress(type="ExternalIP", address="198.51.100.7"),
+        V1NodeAddress(type="InternalIP", address="fd00::7%eth0"),
+        V1NodeAddress(type="InternalIP", address="192.0.2.7"),
+        V1NodeAddress(type="InternalIP", address="192.0.2.7"),
+    ]
+
+    assert node_addresses(addresses) == ("192.0.2.7", "198.51.100.7")

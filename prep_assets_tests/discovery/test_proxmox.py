@@ -7,7 +7,12 @@ import pytest
 from prep_assets.inventory.credentials import CredentialKind, CredentialPointer
 from prep_assets.inventory.discovery.config import ProxmoxSource
 from prep_assets.inventory.discovery.proxmox import discover_proxmox, usable_addresses
-from prep_assets.inventory.discovery.records import ErrorKind, RecordKind, SourceState
+from prep_assets.inventory.discovery.records import (
+    ErrorKind,
+    RecordKind,
+    SourceState,
+    parse_reported_address,
+)
 from prep_assets_tests.discovery.conftest import HOST, TOKEN_ID
 
 POINTER = CredentialPointer("pve-token", CredentialKind.API_TOKEN, "env", "PREP_TEST_PVE_TOKEN")
@@ -234,3 +239,45 @@ def test_usable_addresses_skip_lo_and_link_local():
 
     assert usable_addresses(interfaces) == ("127.0.9.2", "fd00::2")
     assert usable_addresses(None) == ()
+
+
+def test_addresses_with_zone_dropped(homelab, tmp_path):
+    marker = tmp_path / "pwned"
+    vm = homelab.pve.add_vm(104, "zoned", node="pve1", status="running")
+    vm.agent = {
+        "interfaces": [
+            {
+                "name": "eth0",
+                "ip-addresses": [
+                    {"ip-address": f"fd00::104%$(touch {marker})", "ip-address-type": "ipv6"},
+                    {"ip-address": "fd00::105%eth0", "ip-address-type": "ipv6"},
+                    {"ip-address": "127.0.10.104", "ip-address-type": "ipv4"},
+                ],
+            },
+        ]
+    }
+
+    result = discover_proxmox(source_for(homelab, address_lookups=10), environ_for(homelab))
+
+    assert by_id(result)["qemu/104"].addresses == ("127.0.10.104",)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.10.5", "127.0.10.5"),
+        (" fd00::5 ", "fd00::5"),
+        ("fd00::5%eth0", None),
+        ("fe80::1%eth0", None),
+        ("fd00::5%$(reboot)", None),
+        ("127.0.10.5; reboot", None),
+        ("", None),
+        (None, None),
+        (12, None),
+    ],
+)
+def test_reported_address_parsing(value, expected):
+    address = parse_reported_address(value)
+
+    assert (str(address) if address is not None else None) == expected

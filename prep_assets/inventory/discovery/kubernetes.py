@@ -6,7 +6,6 @@ and Ready condition. Nodes are listed in pages of ``PAGE_SIZE``, each request
 with the source's timeout and without retries.
 """
 
-import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from prep_assets.inventory.discovery.records import (
     ErrorKind,
     RecordKind,
     SourceResult,
+    parse_reported_address,
 )
 from prep_assets.inventory.errors import CredentialError
 
@@ -222,11 +222,9 @@ def node_addresses(addresses: list[Any] | None) -> tuple[str, ...]:
     found: list[str] = []
     for wanted in _ADDRESS_ORDER:
         for entry in addresses or []:
-            if entry.type != wanted or entry.address in found:
+            if entry.type != wanted:
                 continue
-            try:
-                ipaddress.ip_address(entry.address)
-            except ValueError:
-                continue
-            found.append(entry.address)
+            address = parse_reported_address(entry.address)
+            if address is not None and str(address) not in found:
+                found.append(str(address))
     return tuple(found)

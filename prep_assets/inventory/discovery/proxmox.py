@@ -12,7 +12,6 @@ source as down with the reason; a failed address lookup only leaves that
 guest without an address.
 """
 
-import ipaddress
 import logging
 import os
 import re
@@ -29,8 +28,10 @@ from prep_assets.inventory.discovery.config import ProxmoxSource
 from prep_assets.inventory.discovery.records import (
     DiscoveredRecord,
     ErrorKind,
+    IPAddress,
     RecordKind,
     SourceResult,
+    parse_reported_address,
 )
 from prep_assets.inventory.errors import CredentialError
 
@@ -216,14 +217,14 @@ def _node_addresses(api: Any, source: ProxmoxSource, result: SourceResult) -> di
         return {}
     if not isinstance(status, list):
         return {}
-    return {
-        str(item["name"]): str(item["ip"])
-        for item in status
-        if isinstance(item, dict)
-        and item.get("type") == "node"
-        and item.get("name")
-        and item.get("ip")
-    }
+    addresses = {}
+    for item in status:
+        if not isinstance(item, dict) or item.get("type") != "node" or not item.get("name"):
+            continue
+        address = parse_reported_address(item.get("ip"))
+        if address is not None:
+            addresses[str(item["name"])] = str(address)
+    return addresses
 
 
 def _node_record(
@@ -356,18 +357,15 @@ def usable_addresses(interfaces: Any) -> tuple[str, ...]:
     """
     if not isinstance(interfaces, list):
         return ()
-    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    found: list[IPAddress] = []
     for interface in interfaces:
         if not isinstance(interface, dict) or interface.get("name") == "lo":
             continue
         for entry in interface.get("ip-addresses") or []:
             if not isinstance(entry, dict):
                 continue
-            try:
-                address = ipaddress.ip_address(str(entry.get("ip-address", "")))
-            except ValueError:
-                continue
-            if address.is_link_local or address in found:
+            address = parse_reported_address(entry.get("ip-address"))
+            if address is None or address.is_link_local or address in found:
                 continue
             found.append(address)
     found.sort(key=lambda address: address.version)

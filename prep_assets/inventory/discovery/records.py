@@ -5,6 +5,7 @@ are stored with the inventory value between runs.
 """
 
 import enum
+import ipaddress
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,3 +148,22 @@ class SourceResult:
             "address_lookups": self.address_lookups,
             "address_failures": self.address_failures,
         }
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_reported_address(value: object) -> IPAddress | None:
+    """Parse an IP address that a discovery source reported, or return None if it is not one.
+
+    Guests and nodes report their own addresses, so the text is untrusted.
+    Python's ipaddress accepts any text after "%" as an IPv6 zone, such as
+    "fd00::1%$(reboot)". A zone only qualifies link-local addresses, which
+    discovery does not use, so an address with a zone is rejected as well.
+    """
+    if not isinstance(value, str) or "%" in value:
+        return None
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
