@@ -23,7 +23,7 @@ from prep_assets.transports.base import shell_script
 #   pm <name>                  the package manager whose database was read
 #   pkg <package> <version>    an installed package and its version
 #   os <id> <version_id>       from /etc/os-release
-#   kernel <release>           the kernel release, as uname -r prints it
+#   kernel <release>           what uname -r printed
 #   installer <program>        a package manager program found on PATH
 # The PATH search runs in the shell itself: a "$(command -v ...)" per tool
 # would fork a subshell per tool, which was most of the script's CPU time.
@@ -69,7 +69,7 @@ while [ "$#" -gt 0 ] && [ "$1" != "--packages" ]; do shift; done
 if [ -r /etc/os-release ]; then
   ( . /etc/os-release 2>/dev/null; printf 'os\t%s\t%s\n' "${ID:-unknown}" "${VERSION_ID:-}" )
 fi
-if { read -r release </proc/sys/kernel/osrelease; } 2>/dev/null || release=$(uname -r 2>/dev/null); then
+if release=$(uname -r 2>/dev/null); then
   printf 'kernel\t%s\n' "$release"
 fi
 for program in apt-get apk dnf microdnf yum zypper; do
