@@ -7,6 +7,13 @@ guest's "file system" is a bin dir that becomes the command's whole PATH.
 Guests are described in ``pve-guests.json`` next to the host's bin dir, which
 tests may rewrite between commands.
 
+A container may instead name a root directory, such as a root prepared by
+provisioning/chroot_hosts.py. ``pct exec`` then runs the command as root
+inside it: ``sudo -n chroot <root> env -i PATH=... <argv>``. The stand-ins run
+as the node host's login user, which is not root, and chroot needs root. So
+``guest_root_sudo_rule`` installs a sudoers rule on the machine that lets that
+user run exactly this chroot into that one root, and removes it afterwards.
+
 Formats checked against these sources:
 
 - ``pct exec <vmid> [<extra-args>] [OPTIONS]``, ``qm guest exec <vmid>
@@ -32,9 +39,19 @@ Formats checked against these sources:
   https://github.com/proxmox/pve-common
 """
 
+import contextlib
+import hashlib
 import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from prep_assets_tests.sshhosts import TEST_USER
 
 STANDIN_SCRIPT = r'''#!/usr/bin/python3
 """Stand-in for Proxmox VE's pct and qm, written by prep-assets' tests."""
@@ -99,6 +116,9 @@ def pct(args, state):
         die("missing command")
     with open(state["log"], "a") as log:
         log.write(json.dumps(["pct", *args]) + "\n")
+    # A container with a root directory runs the command there, as root, behind the
+    # sudo and chroot prefix that write_guests stored.
+    command = guest.get("command_prefix", []) + command
     try:
         os.execvpe(command[0], command, guest_environment(guest))
     except OSError as error:
@@ -178,14 +198,50 @@ else:
 STANDIN_PROGRAMS = {"pct": STANDIN_SCRIPT, "qm": STANDIN_SCRIPT}
 
 
+SUDO_PATH = "/usr/bin/sudo"
+CHROOT_PATH = "/usr/sbin/chroot"
+ENV_PATH = "/usr/bin/env"
+# PATH of commands in a container root unless the guest sets "path": the
+# secure_path of Debian 12's /etc/sudoers.
+ROOT_GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SUDOERS_DIR = Path("/etc/sudoers.d")
+# Characters that need no quoting in a sudoers command line and match no wildcard.
+_SUDOERS_PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._-]+")
+
+
+def root_command_prefix(root: str, path: str) -> list[str]:
+    """Return the argument vector that ``pct exec`` puts before a command for a container root.
+
+    ``env -i`` leaves the command only PATH, as a guest with a bin dir gets.
+    NOTE: env reads a leading command word that contains "=" as a variable, so
+    such a command cannot run in a container root.
+    """
+    return [SUDO_PATH, "-n", CHROOT_PATH, root, ENV_PATH, "-i", f"PATH={path}"]
+
+
 def write_guests(bin_dir: Path, node: str, guests: dict[str, dict[str, Any]]) -> Path:
     """Describe the node's guests for the stand-ins; return the log of the commands they ran.
 
     ``guests`` maps a VMID to ``type`` (lxc or qemu), ``status`` (running or
     stopped), ``path`` (the guest's bin dir) and, for VMs, ``agent``: running,
     disabled (no agent configured), stopped (configured, not running) or hang
-    (the QMP command times out after ``hang_seconds``).
+    (the QMP command times out after ``hang_seconds``). A container may name a
+    ``root`` directory in place of a bin dir. Its commands then run in that root
+    with ``path`` (default ROOT_GUEST_PATH) as PATH, which needs the sudoers rule
+    of ``guest_root_sudo_rule``.
     """
+    guests = {vmid: dict(guest) for vmid, guest in guests.items()}
+    for vmid, guest in guests.items():
+        root = guest.get("root")
+        if root is None:
+            continue
+        if guest["type"] != "lxc":
+            raise ValueError(
+                f"guest {vmid} is a {guest['type']} guest; only lxc guests take a root"
+            )
+        guest["command_prefix"] = root_command_prefix(
+            str(root), guest.get("path") or ROOT_GUEST_PATH
+        )
     host_dir = bin_dir.parent
     log = host_dir / "pve-commands.log"
     log.touch()
@@ -199,3 +255,44 @@ def write_guests(bin_dir: Path, node: str, guests: dict[str, dict[str, Any]]) ->
 def logged_commands(log: Path) -> list[list[str]]:
     """Return the argument vectors of the pct and qm calls that reached a guest."""
     return [json.loads(line) for line in log.read_text().splitlines() if line]
+
+
+@contextlib.contextmanager
+def guest_root_sudo_rule(root: Path, user: str = TEST_USER) -> Iterator[Path]:
+    """Install a sudoers rule for the stand-in's chroot into ``root`` while the block runs.
+
+    The rule in /etc/sudoers.d lets ``user`` run only ``chroot <root> env -i ...``
+    as root, which is what ``root_command_prefix`` runs. visudo checks it before sudo reads it, and
+    the rule file is removed when the block ends. Yields the rule file's path.
+    """
+    if os.geteuid() != 0:
+        pytest.fail("a sudoers rule for a container root needs root", pytrace=False)
+    if not _SUDOERS_PLAIN_PATH.fullmatch(str(root)):
+        raise ValueError(
+            f"container root {root} contains characters that sudoers would read as "
+            "wildcards or separators; use a path of letters, digits and /._-"
+        )
+    # sudo skips files in an @includedir whose name contains a dot (sudoers(5)),
+    # so the draft is never read while it is written and checked.
+    name = "prep-assets-pct-" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    rule = SUDOERS_DIR / name
+    draft = SUDOERS_DIR / f".{name}.draft"
+    draft.write_text(f"{user} ALL=(root) NOPASSWD: {CHROOT_PATH} {root} {ENV_PATH} -i *\n")
+    try:
+        draft.chmod(0o440)
+        checked = subprocess.run(
+            ["visudo", "--check", "--quiet", "--file", str(draft)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if checked.returncode != 0:
+            pytest.fail(
+                f"visudo rejected the sudoers rule for {root}: {checked.stdout}{checked.stderr}",
+                pytrace=False,
+            )
+        draft.replace(rule)
+        yield rule
+    finally:
+        draft.unlink(missing_ok=True)
+        rule.unlink(missing_ok=True)

@@ -1,26 +1,31 @@
 """SSH test hosts whose sessions run inside a Debian root of the test's own making.
 
-Each host is an overlay mount over the machine's root file system
+Each root is an overlay mount over the machine's root file system
 (``lowerdir=/`` with a private upperdir and workdir in pytest's temp
-directory), entered with chroot: ``chroot <merged> /usr/sbin/sshd -D ...`` runs
-sshd itself inside the root, so every session, apt-get and dpkg included, sees
-only the overlay. Writes land in the upperdir, so packages installed or purged
-there never change the machine's own dpkg state or files.
+directory). A chroot host enters it with chroot: ``chroot <merged>
+/usr/sbin/sshd -D ...`` runs sshd itself inside the root, so every session,
+apt-get and dpkg included, sees only the overlay. Writes land in the upperdir,
+so packages installed or purged there never change the machine's own dpkg
+state or files. The ``chroot_roots`` fixture prepares the same roots without
+sshd, for commands that other test programs run in them with chroot, such as
+the stand-in ``pct exec`` of proxmox_node.py.
 
-The root is prepared before sshd starts:
+Every root is prepared the same way:
 
 - ``sysstat`` is purged with dpkg inside the root, so iostat is missing there;
 - apt's sources are replaced by a local flat repository in ``/srv/prep-assets-repo``
   that holds the sysstat .deb of the machine's installed version, taken from
-  apt's cache or fetched once with ``apt-get download``. apt-get update and
-  install inside the root then work without the network;
-- the test user may run any command as root through ``sudo -n``, as an access
-  pattern with ``Sudo: yes`` expects.
+  apt's cache or from the folder that `make test` fills. apt-get update and
+  install inside the root then work without the network.
+
+Before its sshd starts, a chroot host's root also gets a sudoers rule that lets
+the test user run any command as root through ``sudo -n``, as an access pattern
+with ``Sudo: yes`` expects.
 
 Mounts made here: the overlay, a bind mount of /dev, a new devpts instance on
 its pts (so apt can open a pseudo-terminal for its log) and a proc file system.
 All are made private, so nothing propagates to the machine's mounts, and all
-are unmounted when the host stops.
+are unmounted when the host or root is stopped.
 """
 
 import hashlib
@@ -143,19 +148,15 @@ def file_fingerprint(path: Path) -> tuple[int, int, str]:
 
 
 @dataclass(frozen=True)
-class ChrootHost:
-    """One running chroot host, with the values its inventory row needs."""
+class ChrootRoot:
+    """One prepared root: the overlay's merged directory, which is the root, and its upperdir."""
 
     name: str
-    address: str
-    port: int
-    user: str
     merged: Path
     upper: Path
-    log_path: Path
 
     def path(self, relative: str) -> Path:
-        """Return a path inside the host's root as seen from the machine."""
+        """Return a path inside the root as seen from the machine."""
         return self.merged / relative.lstrip("/")
 
     def dpkg_status(self, package: str) -> str:
@@ -175,17 +176,26 @@ class ChrootHost:
         )
         return completed.stdout.strip() if completed.returncode == 0 else "not known to dpkg"
 
+
+@dataclass(frozen=True)
+class ChrootHost(ChrootRoot):
+    """One running chroot host, with the values its inventory row needs."""
+
+    address: str
+    port: int
+    user: str
+    log_path: Path
+
     def login_count(self) -> int:
         text = self.log_path.read_text(errors="replace")
         return sum(1 for line in text.splitlines() if line.startswith("Accepted publickey for "))
 
 
 class ChrootHostRunner:
-    """Mounts, sshd process and clean-up of one chroot host."""
+    """Mounts, sshd process (chroot hosts only) and clean-up of one root."""
 
-    def __init__(self, name: str, address: str, base_dir: Path) -> None:
+    def __init__(self, name: str, base_dir: Path) -> None:
         self.name = name
-        self.address = address
         self.base_dir = base_dir
         self.upper = base_dir / "upper"
         self.work = base_dir / "work"
@@ -235,9 +245,9 @@ class ChrootHostRunner:
             start_new_session=True,
         )
 
-    def wait_listening(self, port: int) -> bool:
+    def wait_listening(self, address: str, port: int) -> bool:
         """Wait for sshd's "Server listening" line; return False if sshd exited first."""
-        expected = f"Server listening on {self.address} port {port}."
+        expected = f"Server listening on {address} port {port}."
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if expected in self.log_path.read_text(errors="replace"):
@@ -318,62 +328,27 @@ def _terminate_group(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-class ChrootHostFactory:
-    """Starts chroot hosts that accept the SSH pool's client key and stops them at the end."""
+class ChrootRootFactory:
+    """Prepares roots without sshd and unmounts them at the end."""
 
-    def __init__(self, pool: SshHostPool, base_dir: Path, debs: list[Path]) -> None:
+    def __init__(self, base_dir: Path, debs: list[Path]) -> None:
         if os.geteuid() != 0:
-            pytest.fail("chroot test hosts need root for mount and chroot", pytrace=False)
-        if not os.access(SUDO_PATH, os.X_OK):
-            pytest.fail(f"{SUDO_PATH} is missing; install sudo ({SETUP_HINT})", pytrace=False)
-        ensure_test_user()
-        self.pool = pool
+            pytest.fail("chroot test roots need root for mount and chroot", pytrace=False)
         self.base_dir = base_dir
         self.debs = debs
         self.runners: list[ChrootHostRunner] = []
 
-    def start(self, name: str, hide: tuple[str, ...] = ("sysstat",)) -> ChrootHost:
-        """Start a chroot host named ``name`` with the packages of ``hide`` purged inside."""
-        number = next(_ADDRESSES)
-        address = f"127.0.{number // 256}.{number % 256}"
-        runner = ChrootHostRunner(name, address, self.base_dir / name)
+    def prepare(self, name: str, hide: tuple[str, ...] = ("sysstat",)) -> ChrootRoot:
+        """Prepare a root named ``name`` with the packages of ``hide`` purged inside."""
+        runner = self._mount_prepared_root(name, hide)
+        return ChrootRoot(name=name, merged=runner.merged, upper=runner.upper)
+
+    def _mount_prepared_root(self, name: str, hide: tuple[str, ...]) -> ChrootHostRunner:
+        runner = ChrootHostRunner(name, self.base_dir / name)
         self.runners.append(runner)
         runner.mount()
         self._prepare_root(runner, hide)
-        host_key = generate_key(
-            runner.merged / CONFIG_DIR / "ssh_host_ed25519_key", f"host key of {name}"
-        )
-        authorized_keys = runner.merged / CONFIG_DIR / "authorized_keys"
-        authorized_keys.write_text(self.pool.client_key.public_key + "\n")
-        authorized_keys.chmod(0o644)
-
-        port = 0
-        for _attempt in range(3):
-            port = free_port(runner.address)
-            runner.start_sshd(_sshd_config(runner.address, port))
-            if runner.wait_listening(port):
-                break
-            if runner.process is not None:
-                _terminate_group(runner.process)
-                runner.process = None
-        else:
-            pytest.fail(
-                f"sshd of chroot host {name} did not start; log:\n"
-                f"{runner.log_path.read_text(errors='replace')}",
-                pytrace=False,
-            )
-        key_type, key_base64 = host_key.public_key.split()[:2]
-        with self.pool.known_hosts_path.open("a") as known_hosts:
-            known_hosts.write(f"[{runner.address}]:{port} {key_type} {key_base64}\n")
-        return ChrootHost(
-            name=name,
-            address=runner.address,
-            port=port,
-            user=TEST_USER,
-            merged=runner.merged,
-            upper=runner.upper,
-            log_path=runner.log_path,
-        )
+        return runner
 
     def _prepare_root(self, runner: ChrootHostRunner, hide: tuple[str, ...]) -> None:
         # Without this flag file, man-db's dpkg trigger skips rebuilding its index,
@@ -397,16 +372,69 @@ class ChrootHostFactory:
             f"deb [trusted=yes] file:/{REPO_DIR} ./\n"
         )
 
+    def close(self) -> None:
+        for runner in reversed(self.runners):
+            runner.stop()
+        self.runners.clear()
+
+
+class ChrootHostFactory(ChrootRootFactory):
+    """Starts chroot hosts that accept the SSH pool's client key and stops them at the end."""
+
+    def __init__(self, pool: SshHostPool, base_dir: Path, debs: list[Path]) -> None:
+        super().__init__(base_dir, debs)
+        if not os.access(SUDO_PATH, os.X_OK):
+            pytest.fail(f"{SUDO_PATH} is missing; install sudo ({SETUP_HINT})", pytrace=False)
+        ensure_test_user()
+        self.pool = pool
+
+    def start(self, name: str, hide: tuple[str, ...] = ("sysstat",)) -> ChrootHost:
+        """Start a chroot host named ``name`` with the packages of ``hide`` purged inside."""
+        number = next(_ADDRESSES)
+        address = f"127.0.{number // 256}.{number % 256}"
+        runner = self._mount_prepared_root(name, hide)
+        self._prepare_login(runner)
+        host_key = generate_key(
+            runner.merged / CONFIG_DIR / "ssh_host_ed25519_key", f"host key of {name}"
+        )
+        authorized_keys = runner.merged / CONFIG_DIR / "authorized_keys"
+        authorized_keys.write_text(self.pool.client_key.public_key + "\n")
+        authorized_keys.chmod(0o644)
+
+        port = 0
+        for _attempt in range(3):
+            port = free_port(address)
+            runner.start_sshd(_sshd_config(address, port))
+            if runner.wait_listening(address, port):
+                break
+            if runner.process is not None:
+                _terminate_group(runner.process)
+                runner.process = None
+        else:
+            pytest.fail(
+                f"sshd of chroot host {name} did not start; log:\n"
+                f"{runner.log_path.read_text(errors='replace')}",
+                pytrace=False,
+            )
+        key_type, key_base64 = host_key.public_key.split()[:2]
+        with self.pool.known_hosts_path.open("a") as known_hosts:
+            known_hosts.write(f"[{address}]:{port} {key_type} {key_base64}\n")
+        return ChrootHost(
+            name=name,
+            address=address,
+            port=port,
+            user=TEST_USER,
+            merged=runner.merged,
+            upper=runner.upper,
+            log_path=runner.log_path,
+        )
+
+    def _prepare_login(self, runner: ChrootHostRunner) -> None:
         sudoers = runner.merged / "etc/sudoers.d/prep-assets-test"
         sudoers.write_text(f"{TEST_USER} ALL=(root) NOPASSWD: ALL\n")
         sudoers.chmod(0o440)
         (runner.merged / CONFIG_DIR).mkdir(parents=True)
         (runner.merged / "run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
-
-    def close(self) -> None:
-        for runner in reversed(self.runners):
-            runner.stop()
-        self.runners.clear()
 
 
 def _sshd_config(address: str, port: int) -> str:
@@ -451,5 +479,15 @@ def chroot_hosts(
     factory = ChrootHostFactory(ssh_hosts, tmp_path / "chroot-hosts", [sysstat_deb])
     try:
         yield factory.start
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def chroot_roots(sysstat_deb: Path, tmp_path: Path) -> Iterator[Callable[..., ChrootRoot]]:
+    """Return a function that prepares roots without sshd; they unmount when the test ends."""
+    factory = ChrootRootFactory(tmp_path / "chroot-roots", [sysstat_deb])
+    try:
+        yield factory.prepare
     finally:
         factory.close()

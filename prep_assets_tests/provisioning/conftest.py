@@ -1,6 +1,7 @@
-"""Fixtures of the provisioning tests: chroot test hosts with a real apt inside."""
+"""Fixtures of the provisioning tests: chroot test hosts and roots with a real apt inside."""
 
 from prep_assets_tests.provisioning.chroot_hosts import (  # noqa: F401
     chroot_hosts,
+    chroot_roots,
     sysstat_deb,
 )

@@ -1,0 +1,284 @@
+"""Provisioning inside an LXC container reached with pct exec on a Proxmox node test host.
+
+The node ``pve1`` is a real sshd test host whose PATH has the stand-in ``pct``
+of prep_assets_tests/proxmox_node.py. The file system of its container 101 is a
+root prepared like a chroot host's root (chroot_hosts.py): an overlay over this
+machine's root in which sysstat was purged, with a local flat apt repository
+that contains sysstat's .deb. The stand-in runs ``pct exec 101 -- ARGV`` as
+``sudo -n chroot <root> env -i PATH=... ARGV``, so apt-get and dpkg run as root
+inside the overlay, as commands in a real container run as its root user.
+
+Why sudo: the node host logs in as the unprivileged test user, as every sshd
+test host of sshhosts.py does, and chroot needs root. For the length of each
+test, a sudoers rule in /etc/sudoers.d on this machine lets that user run only
+``chroot <this root> env -i ...`` as root. The root lives in pytest's temp
+directory, which only root may write to, so the rule cannot open another
+directory to the user even if a killed test leaves it behind.
+"""
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from prep_assets.defs.provisioning import ProvisioningResource
+from prep_assets.provisioning.audit import AUDIT_LOG_PATH
+from prep_assets.state import StateStore
+from prep_assets_tests.loop_helpers import (
+    INVENTORY,
+    InfraRepo,
+    credentials_text,
+    loop_resources,
+    run_pass,
+)
+from prep_assets_tests.provisioning.chroot_hosts import (
+    ChrootRoot,
+    file_fingerprint,
+    installed_version,
+)
+from prep_assets_tests.proxmox_node import (
+    STANDIN_PROGRAMS,
+    guest_root_sudo_rule,
+    logged_commands,
+    write_guests,
+)
+from prep_assets_tests.sshhosts import HostKind, SshHost
+
+pytestmark = pytest.mark.integration
+
+# The short baseline sample runs vmstat for about 5 s, so commands get 10 s.
+TIMEOUT = 10.0
+VMID = "101"
+PCT_EXEC = ["pct", "exec", VMID, "--"]
+
+TOOLS_MAP = """\
+# Tools map
+
+## default
+
+| Tool | apt |
+|------|-----|
+| iostat | sysstat |
+| vmstat | procps |
+"""
+
+APT_UPDATE = ["apt-get", "update", "-q"]
+# Commands through pct exec run as root in the container, so the plan has no sudo prefix.
+APT_INSTALL = [
+    "env",
+    "DEBIAN_FRONTEND=noninteractive",
+    "apt-get",
+    "install",
+    "-y",
+    "-q",
+    "--no-install-recommends",
+    "-o",
+    "APT::Cmd::Pattern-Only=true",
+    "sysstat",
+]
+
+
+@dataclass
+class ProxmoxLoop:
+    """An infra repo that documents pve1 and its container ct101, with a Dagster instance."""
+
+    repo: InfraRepo
+    instance: DagsterInstance
+    known_hosts: Path
+    node: SshHost
+    container: ChrootRoot
+    pct_log: Path
+
+    def resources(self, enabled: bool) -> dict:
+        provisioning = ProvisioningResource(enabled=enabled, enabled_by="test-operator")
+        return loop_resources(self.repo, self.known_hosts, TIMEOUT, provisioning)
+
+    def provisioning(self) -> dict:
+        return {entry["name"]: entry["provisioning"] for entry in self.repo.status()["systems"]}
+
+    def stored_value(self, asset: str, partition: str) -> dict:
+        """Return the stored asset value, which has keys that the status document leaves out."""
+        store = StateStore(Path(self.instance.storage_directory()) / "prep_state")
+        return store.read(asset, partition)
+
+    def latest_metadata(self, asset: str) -> dict:
+        record = self.instance.fetch_materializations(AssetKey(asset), limit=1).records[0]
+        return {key: value.value for key, value in record.asset_materialization.metadata.items()}
+
+    def latest_run_id(self, asset: str) -> str:
+        return self.instance.fetch_materializations(AssetKey(asset), limit=1).records[0].run_id
+
+    def audit_lines(self) -> list[dict]:
+        path = self.repo.root / AUDIT_LOG_PATH
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def container_commands(self) -> list[list[str]]:
+        """Return the argument vectors that the stand-in pct ran in the container so far."""
+        commands = []
+        for call in logged_commands(self.pct_log):
+            assert call[: len(PCT_EXEC)] == PCT_EXEC, call
+            commands.append(call[len(PCT_EXEC) :])
+        return commands
+
+
+def inventory_text(node: SshHost) -> str:
+    return (
+        "# System inventory\n\n## Managed\n\n"
+        "| Name | Type | Tier | Address | Port | Access | User | Credentials | Node | VMID |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| pve1 | proxmox-host | critical | {node.address} | {node.port} | ssh | {node.user} "
+        "| test-key | | |\n"
+        f"| ct101 | lxc | standard | | | pct | | | pve1 | {VMID} |\n"
+    )
+
+
+def package_status(root: ChrootRoot, package: str) -> str:
+    """Return dpkg's Status field of ``package`` inside ``root``, such as "install ok installed"."""
+    completed = subprocess.run(
+        ["chroot", str(root.merged), "dpkg-query", "-W", "-f=${Status}", package],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return completed.stdout if completed.returncode == 0 else "not known to dpkg"
+
+
+def tool_state(loop: ProxmoxLoop, system: str, command: str) -> dict:
+    tools = {tool["command"]: tool for tool in loop.repo.systems()[system]["tools"]}
+    return tools[command]
+
+
+@pytest.fixture
+def proxmox_loop(ssh_hosts, start_ssh_host, chroot_roots, tmp_path):
+    container = chroot_roots("ct101")
+    node = start_ssh_host(
+        HostKind.WITH_SYSSTAT, name=f"pve-{tmp_path.name[-20:]}", programs=STANDIN_PROGRAMS
+    )
+    pct_log = write_guests(
+        node.bin_dir,
+        "pve1",
+        {VMID: {"type": "lxc", "status": "running", "root": str(container.merged)}},
+    )
+
+    repo = InfraRepo(tmp_path / "infra")
+    repo.write("docs/reference/tools-map.md", TOOLS_MAP)
+    repo.write(
+        "docs/reference/credentials-map.md",
+        credentials_text(
+            [f"| test-key | ssh-key | file:{ssh_hosts.client_key.private_key_path} |"]
+        ),
+    )
+    repo.write(INVENTORY, inventory_text(node))
+    repo.commit("Document pve1 and its container ct101")
+    (tmp_path / "dagster_home").mkdir()
+    instance = DagsterInstance.local_temp(str(tmp_path / "dagster_home"))
+
+    try:
+        with guest_root_sudo_rule(container.merged):
+            yield ProxmoxLoop(repo, instance, ssh_hosts.known_hosts_path, node, container, pct_log)
+    finally:
+        instance.dispose()
+
+
+@pytest.fixture
+def machine_sysstat():
+    """Fail the test if the machine's own iostat or sysstat package changed during it."""
+    iostat = Path("/usr/bin/iostat")
+    before = (file_fingerprint(iostat), installed_version("sysstat"))
+    yield
+    assert (file_fingerprint(iostat), installed_version("sysstat")) == before
+
+
+def test_pct_plan_only_when_disabled(proxmox_loop, machine_sysstat):
+    container = proxmox_loop.container
+    dpkg_status = container.path("var/lib/dpkg/status").read_bytes()
+
+    run_pass(proxmox_loop.instance, proxmox_loop.resources(enabled=False))
+
+    plan = proxmox_loop.provisioning()["ct101"]
+    assert plan["state"] == "planned", plan
+    assert plan["applied"] is False
+    assert plan["enabled"] is False
+    assert plan["skipped"] == "provisioning is disabled, so this is a plan only"
+    assert plan["package_manager"] == "apt"
+    assert plan["packages"] == ["sysstat"]
+    assert plan["commands"] == [APT_UPDATE, APT_INSTALL]
+    assert proxmox_loop.stored_value("provisioned_tools", "ct101")["sudo"] is False
+    assert tool_state(proxmox_loop, "ct101", "iostat")["state"] == "missing"
+
+    commands = proxmox_loop.container_commands()
+    assert commands, "no command reached container 101 through pct exec"
+    assert [command for command in commands if "apt-get" in command] == []
+    assert container.path("var/lib/dpkg/status").read_bytes() == dpkg_status
+    assert not container.path("usr/bin/iostat").exists()
+    assert proxmox_loop.audit_lines() == []
+
+
+def test_pct_installs_then_nothing_left(proxmox_loop, machine_sysstat):
+    container = proxmox_loop.container
+    resources = proxmox_loop.resources(enabled=True)
+    version = installed_version("sysstat")
+    # dpkg keeps a purged package's entry, marked as not installed.
+    assert package_status(container, "sysstat") == "unknown ok not-installed"
+
+    run_pass(proxmox_loop.instance, resources)
+
+    entry = proxmox_loop.provisioning()["ct101"]
+    assert entry["state"] == "installed", entry
+    assert entry["applied"] is True
+    assert entry["enabled"] is True
+    assert entry["commands"] == [APT_UPDATE, APT_INSTALL]
+    assert entry["changes"] == [
+        {"package": "sysstat", "version": version, "previous_version": None, "tools": ["iostat"]}
+    ]
+    outcome = proxmox_loop.stored_value("provisioned_tools", "ct101")
+    assert outcome["state"] == "installed"
+    assert outcome["sudo"] is False
+    assert [step["command"] for step in outcome["steps"]] == [APT_UPDATE, APT_INSTALL]
+    assert [step["exit_code"] for step in outcome["steps"]] == [0, 0]
+    assert outcome["verified"] == {"iostat": "installed"}
+    assert package_status(container, "sysstat") == "install ok installed"
+    assert container.dpkg_status("sysstat") == f"ii {version}"
+    assert container.path("usr/bin/iostat").exists()
+    assert proxmox_loop.provisioning()["pve1"]["state"] == "nothing_to_install"
+
+    assert proxmox_loop.audit_lines() == [
+        {
+            "time": outcome["finished_at"],
+            "run_id": proxmox_loop.latest_run_id("provisioned_tools"),
+            "system": "ct101",
+            "package": "sysstat",
+            "version": version,
+            "previous_version": None,
+            "package_manager": "apt",
+            "tools": ["iostat"],
+            "enabled_by": "test-operator",
+            "enabled_via": "resource",
+        }
+    ]
+
+    commands = proxmox_loop.container_commands()
+    apt_commands = [command for command in commands if "apt-get" in command]
+    assert apt_commands == [APT_UPDATE, APT_INSTALL]
+    metadata = proxmox_loop.latest_metadata("provisioned_tools")
+    assert metadata["installed"] == 1
+
+    run_pass(proxmox_loop.instance, resources)
+
+    iostat = tool_state(proxmox_loop, "ct101", "iostat")
+    assert iostat["state"] == "installed"
+    assert iostat["path"] == "/usr/bin/iostat"
+    assert iostat["version"] == version
+    plan = proxmox_loop.provisioning()["ct101"]
+    assert plan["state"] == "nothing_to_install"
+    assert plan["commands"] == []
+    assert proxmox_loop.latest_metadata("provisioned_tools")["result"] == "nothing to install"
+    assert len(proxmox_loop.audit_lines()) == 1
+    later = proxmox_loop.container_commands()[len(commands) :]
+    assert later, "the second pass sent no command to container 101"
+    assert [command for command in later if "apt-get" in command] == []
