@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import git
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from prep_assets.cli import run_loop
 from prep_assets.defs.io_manager import PrepStateIOManager
@@ -18,6 +18,7 @@ from prep_assets.defs.resources import (
     PrometheusResource,
     StateResource,
 )
+from prep_assets.provisioning.audit import AUDIT_LOG_PATH
 from prep_assets.report.document import validate_status_document
 
 INVENTORY = "docs/infrastructure/system-inventory.md"
@@ -105,3 +106,21 @@ def loop_resources(
 
 def run_pass(instance: DagsterInstance, resources: dict[str, Any]) -> None:
     assert run_loop(instance, resources=resources), "the PREP loop run failed; see the log above"
+
+
+def latest_metadata(instance: DagsterInstance, asset: str) -> dict[str, Any]:
+    """Return the metadata values of the newest materialization of ``asset``."""
+    record = instance.fetch_materializations(AssetKey(asset), limit=1).records[0]
+    return {key: value.value for key, value in record.asset_materialization.metadata.items()}
+
+
+def latest_run_id(instance: DagsterInstance, asset: str) -> str:
+    return instance.fetch_materializations(AssetKey(asset), limit=1).records[0].run_id
+
+
+def read_audit_log(repo_root: Path) -> list[dict[str, Any]]:
+    """Return the provisioning audit log entries of the infra repo, oldest first."""
+    path = repo_root / AUDIT_LOG_PATH
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -16,22 +16,23 @@ directory, which only root may write to, so the rule cannot open another
 directory to the user even if a killed test leaves it behind.
 """
 
-import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance
 
 from prep_assets.defs.provisioning import ProvisioningResource
-from prep_assets.provisioning.audit import AUDIT_LOG_PATH
 from prep_assets.state import StateStore
 from prep_assets_tests.loop_helpers import (
     INVENTORY,
     InfraRepo,
     credentials_text,
+    latest_metadata,
+    latest_run_id,
     loop_resources,
+    read_audit_log,
     run_pass,
 )
 from prep_assets_tests.provisioning.chroot_hosts import (
@@ -105,17 +106,13 @@ class ProxmoxLoop:
         return store.read(asset, partition)
 
     def latest_metadata(self, asset: str) -> dict:
-        record = self.instance.fetch_materializations(AssetKey(asset), limit=1).records[0]
-        return {key: value.value for key, value in record.asset_materialization.metadata.items()}
+        return latest_metadata(self.instance, asset)
 
     def latest_run_id(self, asset: str) -> str:
-        return self.instance.fetch_materializations(AssetKey(asset), limit=1).records[0].run_id
+        return latest_run_id(self.instance, asset)
 
     def audit_lines(self) -> list[dict]:
-        path = self.repo.root / AUDIT_LOG_PATH
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return read_audit_log(self.repo.root)
 
     def container_commands(self) -> list[list[str]]:
         """Return the argument vectors that the stand-in pct ran in the container so far."""

@@ -8,7 +8,6 @@ packages. haos and appliance systems point at real sshd test hosts, whose logs
 prove that no session was opened there.
 """
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -25,14 +24,16 @@ from dagster import (
 from prep_assets.cli import run_loop
 from prep_assets.defs.provisioning import ProvisioningResource
 from prep_assets.defs.rules_sensor import rules_sensor
-from prep_assets.provisioning.audit import AUDIT_LOG_PATH
 from prep_assets_tests.loop_helpers import (
     INVENTORY,
     STATUS_MARKDOWN,
     InfraRepo,
     credentials_text,
     inventory_text,
+    latest_metadata,
+    latest_run_id,
     loop_resources,
+    read_audit_log,
     run_pass,
 )
 from prep_assets_tests.provisioning.chroot_hosts import file_fingerprint, installed_version
@@ -125,17 +126,13 @@ class Loop:
         return {entry["name"]: entry["provisioning"] for entry in self.repo.status()["systems"]}
 
     def latest_metadata(self, asset: str) -> dict:
-        record = self.instance.fetch_materializations(AssetKey(asset), limit=1).records[0]
-        return {key: value.value for key, value in record.asset_materialization.metadata.items()}
+        return latest_metadata(self.instance, asset)
 
     def latest_run_id(self, asset: str) -> str:
-        return self.instance.fetch_materializations(AssetKey(asset), limit=1).records[0].run_id
+        return latest_run_id(self.instance, asset)
 
     def audit_lines(self) -> list[dict]:
-        path = self.repo.root / AUDIT_LOG_PATH
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return read_audit_log(self.repo.root)
 
 
 @pytest.fixture
