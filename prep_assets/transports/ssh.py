@@ -29,6 +29,7 @@ from prep_assets.transports.base import (
     UnreachableError,
     shell_command,
 )
+from prep_assets.transports.known_hosts import KnownHosts, load_known_hosts
 
 if TYPE_CHECKING:
     from prep_assets.transports.jump import JumpChain
@@ -120,12 +121,21 @@ class UnknownHostKeyRejected(paramiko.SSHException):
         self.key = key
 
 
+class RevokedHostKeyRejected(UnknownHostKeyRejected):
+    """Exception of RejectUnknownHostKeyPolicy for a key marked @revoked in known_hosts."""
+
+
 class RejectUnknownHostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """Reject every host key that known_hosts does not contain, without saving it."""
+
+    def __init__(self, known_hosts: KnownHosts | None = None) -> None:
+        self.known_hosts = known_hosts
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
+        if self.known_hosts is not None and self.known_hosts.is_revoked(key):
+            raise RevokedHostKeyRejected(hostname, key)
         raise UnknownHostKeyRejected(hostname, key)
 
 
@@ -311,8 +321,9 @@ class SshTransport:
             sock.close()
             raise
         client = paramiko.SSHClient()
-        known_hosts_missing = self._load_known_hosts(client)
-        client.set_missing_host_key_policy(RejectUnknownHostKeyPolicy())
+        known_hosts = self._load_known_hosts(client)
+        known_hosts_missing = known_hosts is None
+        client.set_missing_host_key_policy(RejectUnknownHostKeyPolicy(known_hosts))
 
         remaining = max(deadline - time.monotonic(), 0.0)
         paramiko_timeout = remaining + PARAMIKO_TIMEOUT_MARGIN_SECONDS
@@ -415,23 +426,28 @@ class SshTransport:
                 "check that the configured passphrase is right",
             ) from None
 
-    def _load_known_hosts(self, client: paramiko.SSHClient) -> bool:
-        """Load the target's known_hosts file and return whether it is missing."""
+    def _load_known_hosts(self, client: paramiko.SSHClient) -> KnownHosts | None:
+        """Give ``client`` the target's keys from known_hosts; return None if the file is missing.
+
+        Only the keys of this host are handed to paramiko, from a file parsed
+        once per version for all connections (see known_hosts.py). paramiko
+        never writes these keys back because no file name is set on the client.
+        """
         path = os.path.expanduser(self.target.known_hosts_path)
         try:
-            # "System" host keys are never written back by paramiko, unlike
-            # those loaded with load_host_keys().
-            client.load_system_host_keys(path)
+            known_hosts = load_known_hosts(path)
         except FileNotFoundError:
-            return True
+            return None
         except OSError as exc:
             raise TransportError(
                 self.system,
                 f"could not read known_hosts file {path}: {exc.strerror or exc}",
-            ) from exc
-        except paramiko.SSHException as exc:
-            raise TransportError(self.system, f"known_hosts file {path} is invalid: {exc}") from exc
-        return False
+            ) from None
+        name = self.target.known_hosts_name
+        host_keys = client.get_host_keys()
+        for key in known_hosts.keys_for(name):
+            host_keys.add(name, key.get_name(), key)
+        return known_hosts
 
     def open_socket(self) -> socket.socket:
         """Open the TCP connection to the target, without jump hosts, and return the socket."""
@@ -487,6 +503,14 @@ class SshTransport:
         known_hosts = os.path.expanduser(target.known_hosts_path)
         if expired:
             return self._timeout_error(stage)
+
+        if isinstance(exc, RevokedHostKeyRejected):
+            return HostKeyMismatchError(
+                self.system,
+                f"host key {_describe_key(exc.key)} of {exc.hostname} is marked @revoked in "
+                f"known_hosts file {known_hosts}, so the connection was rejected. Find out "
+                "why the system presents a revoked key before trusting it again.",
+            )
 
         if isinstance(exc, UnknownHostKeyRejected):
             missing_note = " (the file does not exist)" if known_hosts_missing else ""

@@ -1,6 +1,7 @@
 """SshTransport against real OpenSSH test hosts started by the ssh_hosts fixture."""
 
 import dataclasses
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -428,3 +429,44 @@ def test_missing_key_file_raises_error(
     assert error.state is AccessState.ERROR
     assert str(missing) in str(error)
     assert "No such file or directory" in str(error)
+
+
+def _known_hosts_line(ssh_hosts: SshHostPool, host: SshHost) -> str:
+    name = f"[{host.address}]:{host.port}"
+    lines = ssh_hosts.known_hosts_path.read_text().splitlines()
+    return next(line for line in lines if line.split()[0] == name)
+
+
+def test_hashed_known_hosts_accepted(
+    ssh_hosts: SshHostPool, transport_factory: OpenTransport, tmp_path: Path
+) -> None:
+    host = ssh_hosts["with_sysstat"]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(_known_hosts_line(ssh_hosts, host) + "\n")
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known_hosts)], check=True)
+    assert host.address not in known_hosts.read_text()
+    target = dataclasses.replace(host.ssh_target(), known_hosts_path=str(known_hosts))
+
+    result = transport_factory(host.name, target).run(["echo", "hashed"])
+
+    assert result.exit_code == 0
+    assert result.stdout == "hashed\n"
+
+
+def test_revoked_host_key_rejected(
+    ssh_hosts: SshHostPool, transport_factory: OpenTransport, tmp_path: Path
+) -> None:
+    host = ssh_hosts["with_sysstat"]
+    line = _known_hosts_line(ssh_hosts, host)
+    key_fields = " ".join(line.split()[1:3])
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"{line}\n@revoked * {key_fields}\n")
+    target = dataclasses.replace(host.ssh_target(), known_hosts_path=str(known_hosts))
+    logins_before = host.login_count()
+
+    error = _run_and_catch(transport_factory(host.name, target), ["true"])
+
+    assert isinstance(error, HostKeyMismatchError)
+    assert error.state is AccessState.HOST_KEY_MISMATCH
+    assert "@revoked" in str(error)
+    assert host.login_count() == logins_before
