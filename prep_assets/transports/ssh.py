@@ -30,6 +30,7 @@ from prep_assets.transports.base import (
     shell_command,
 )
 from prep_assets.transports.known_hosts import KnownHosts, load_known_hosts
+from prep_assets.transports.tcp import ResolutionTimeoutError, connect_tcp, format_seconds
 
 if TYPE_CHECKING:
     from prep_assets.transports.jump import JumpChain
@@ -67,14 +68,15 @@ class SshTarget:
     key_path: str | None = None
     key_passphrase: str | None = field(default=None, repr=False)
     known_hosts_path: str
-    # Maximum time for the TCP connect, SSH handshake and authentication together,
-    # not counting name resolution.
+    # Maximum time for name resolution, TCP connect, SSH handshake and
+    # authentication together. With jump hosts it also covers every hop.
     connect_timeout: float = 10.0
     # Maximum run time of one command when run() is called without a timeout.
     command_timeout: float = 60.0
     allow_agent: bool = False
     # Jump hosts to pass on the way, first hop first, as in OpenSSH's ProxyJump.
-    # Each hop has its own key, known_hosts file and connect timeout.
+    # Each hop has its own key, known_hosts file and connect timeout, and the
+    # hop's connect timeout can only shorten its own step of the chain.
     jumps: tuple["SshTarget", ...] = ()
     # Name for messages, such as the inventory name or ssh_config alias of a jump host.
     name: str | None = None
@@ -248,14 +250,18 @@ class SshTransport:
             self._chain.close()
             self._chain = None
 
-    def open_over(self, sock: socket.socket | paramiko.Channel) -> None:
+    def open_over(
+        self, sock: socket.socket | paramiko.Channel, started: float, deadline: float
+    ) -> None:
         """Run the SSH handshake over an open socket or tunnel channel and keep the connection.
 
         A jump chain uses this to connect to each hop through the tunnel of
-        the hop before it. ``sock`` is closed when this raises.
+        the hop before it. The handshake must end by ``deadline``, and a
+        timeout message counts from ``started`` (both time.monotonic() values).
+        ``sock`` is closed when this raises.
         """
         self.close()
-        self._client = self._handshake(sock, time.monotonic())
+        self._client = self._handshake(sock, started, deadline)
 
     def open_tunnel(self, host: str, port: int, timeout: float) -> paramiko.Channel:
         """Ask the connected server to open a TCP connection to ``host:port`` (direct-tcpip).
@@ -287,7 +293,10 @@ class SshTransport:
         return self._client
 
     def _connect(self) -> paramiko.SSHClient:
+        # One deadline covers the jump hosts, name resolution, TCP connect and
+        # handshake, so a hung system costs at most its connect timeout.
         started = time.monotonic()
+        deadline = started + self.target.connect_timeout
         # The TCP connect comes first, so a system that is down reports as
         # unreachable even when its key is missing on this machine.
         sock: socket.socket | paramiko.Channel
@@ -296,13 +305,11 @@ class SshTransport:
             from prep_assets.transports.jump import JumpChain
 
             self._chain = JumpChain(self.system, self.target)
-            sock = self._chain.open()
-            # Every hop had its own connect timeout, so the target's starts now.
-            started = time.monotonic()
+            sock = self._chain.open(deadline)
         else:
-            sock = self._open_socket()
+            sock = self._open_socket(started, deadline)
         try:
-            return self._handshake(sock, started)
+            return self._handshake(sock, started, deadline)
         except BaseException:
             if self._chain is not None:
                 self._chain.close()
@@ -310,11 +317,10 @@ class SshTransport:
             raise
 
     def _handshake(
-        self, sock: socket.socket | paramiko.Channel, started: float
+        self, sock: socket.socket | paramiko.Channel, started: float, deadline: float
     ) -> paramiko.SSHClient:
         """Check the host key and authenticate over ``sock``; close ``sock`` on failure."""
         target = self.target
-        deadline = started + target.connect_timeout
         try:
             key = self._load_key()
         except BaseException:
@@ -347,10 +353,12 @@ class SshTransport:
             stage = _handshake_stage(client)
             client.close()
             sock.close()
-            raise self._connect_error(exc, expired, stage, known_hosts_missing, key) from None
+            raise self._connect_error(
+                exc, expired, stage, known_hosts_missing, key, deadline - started
+            ) from None
         if watchdog.finish():
             client.close()
-            raise self._timeout_error("authentication")
+            raise self._timeout_error("authentication", deadline - started)
 
         logger.debug(
             "%s: connected to %s in %.3f s",
@@ -449,29 +457,24 @@ class SshTransport:
             host_keys.add(name, key.get_name(), key)
         return known_hosts
 
-    def open_socket(self) -> socket.socket:
-        """Open the TCP connection to the target, without jump hosts, and return the socket."""
-        return self._open_socket()
+    def open_socket(self, started: float, deadline: float) -> socket.socket:
+        """Open the TCP connection to the target, without jump hosts, and return the socket.
 
-    def _open_socket(self) -> socket.socket:
+        Name resolution and the connect must end by ``deadline``, and a
+        timeout message counts from ``started`` (both time.monotonic() values).
+        """
+        return self._open_socket(started, deadline)
+
+    def _open_socket(self, started: float, deadline: float) -> socket.socket:
         target = self.target
-        # NOTE: name resolution in create_connection is not bounded by the timeout.
         try:
-            return socket.create_connection(
-                (target.host, target.port), timeout=target.connect_timeout
-            )
-        except TimeoutError:
+            return connect_tcp(target.host, target.port, deadline)
+        except ResolutionTimeoutError:
             raise TransportTimeoutError(
                 self.system,
-                f"TCP connection to {target.host}:{target.port} timed out after "
-                f"{target.connect_timeout:g} s; check that the host is up and that no "
-                f"firewall drops packets to port {target.port}",
-            ) from None
-        except ConnectionRefusedError:
-            raise UnreachableError(
-                self.system,
-                f"connection to {target.host}:{target.port} was refused; check that sshd "
-                "runs on the system and that the inventory has the right address and port",
+                f"resolving host name {target.host!r} timed out after "
+                f"{format_seconds(deadline - started)} s; check the DNS servers of this "
+                "machine (/etc/resolv.conf), or put the IP address in the inventory",
             ) from None
         except socket.gaierror as exc:
             raise UnreachableError(
@@ -480,16 +483,33 @@ class SshTransport:
                 "check the address in the inventory",
             ) from None
         except OSError as exc:
-            if exc.errno in UNREACHABLE_ERRNOS:
-                raise UnreachableError(
-                    self.system,
-                    f"no route to {target.host}:{target.port} ({exc.strerror}); "
-                    "check the address and the network path to the system",
-                ) from None
-            raise UnreachableError(
+            raise self._socket_error(exc, deadline - started) from None
+
+    def _socket_error(self, exc: OSError, limit: float) -> TransportError:
+        target = self.target
+        if isinstance(exc, TimeoutError):
+            return TransportTimeoutError(
                 self.system,
-                f"could not connect to {target.host}:{target.port}: {exc.strerror or exc}",
-            ) from None
+                f"TCP connection to {target.host}:{target.port} timed out after "
+                f"{format_seconds(limit)} s; check that the host is up and that no "
+                f"firewall drops packets to port {target.port}",
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return UnreachableError(
+                self.system,
+                f"connection to {target.host}:{target.port} was refused; check that sshd "
+                "runs on the system and that the inventory has the right address and port",
+            )
+        if exc.errno in UNREACHABLE_ERRNOS:
+            return UnreachableError(
+                self.system,
+                f"no route to {target.host}:{target.port} ({exc.strerror}); "
+                "check the address and the network path to the system",
+            )
+        return UnreachableError(
+            self.system,
+            f"could not connect to {target.host}:{target.port}: {exc.strerror or exc}",
+        )
 
     def _connect_error(
         self,
@@ -498,11 +518,12 @@ class SshTransport:
         stage: str,
         known_hosts_missing: bool,
         key: paramiko.PKey | None,
+        limit: float,
     ) -> TransportError:
         target = self.target
         known_hosts = os.path.expanduser(target.known_hosts_path)
         if expired:
-            return self._timeout_error(stage)
+            return self._timeout_error(stage, limit)
 
         if isinstance(exc, RevokedHostKeyRejected):
             return HostKeyMismatchError(
@@ -552,12 +573,13 @@ class SshTransport:
             f"{type(exc).__name__}: {exc}",
         )
 
-    def _timeout_error(self, stage: str) -> TransportTimeoutError:
+    def _timeout_error(self, stage: str, limit: float) -> TransportTimeoutError:
         target = self.target
+        through = " through its jump hosts" if target.jumps else ""
         return TransportTimeoutError(
             self.system,
-            f"SSH connection to {target.host}:{target.port} timed out after "
-            f"{target.connect_timeout:g} s during {stage}. The port accepts TCP connections "
+            f"SSH connection to {target.host}:{target.port}{through} timed out after "
+            f"{format_seconds(limit)} s during {stage}. The port accepts TCP connections "
             "but the server stopped answering, so check that sshd and not another service "
             "listens on this port and that the system is not overloaded.",
         )
@@ -643,10 +665,15 @@ class SshTransport:
 
 def _shutdown_socket(sock: socket.socket | paramiko.Channel) -> None:
     # shutdown() wakes paramiko's reader thread with an EOF. close() could let
-    # the descriptor number be reused while that thread still polls it. A
-    # tunnel channel of a jump host has the same shutdown() method.
+    # the descriptor number be reused while that thread still polls it.
+    # A tunnel channel of a jump host has no descriptor of its own, and its
+    # shutdown() only sets a flag that the reader never checks, so the channel
+    # is closed instead, which ends the reader's wait with an EOF.
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        if isinstance(sock, paramiko.Channel):
+            sock.close()
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
     except (OSError, EOFError, paramiko.SSHException):
         pass
 
