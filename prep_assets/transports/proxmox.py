@@ -13,8 +13,9 @@ Three ways, chosen per system by its access method:
   and ``{"pid": N}`` (qemu-server's PVE/CLI/qm.pm).
 - ``qm-api``: the Proxmox VE API through proxmoxer: POST
   ``/nodes/{node}/qemu/{vmid}/agent/exec`` with the command as a list, then GET
-  ``agent/exec-status?pid=`` until ``exited`` or the deadline. The API token
-  needs VM.GuestAgent.Unrestricted on the VM in Proxmox VE 9 (VM.Monitor in 8).
+  ``agent/exec-status?pid=`` until ``exited`` or the deadline. Each request
+  gets at most the time left before the deadline. The API token needs
+  VM.GuestAgent.Unrestricted on the VM in Proxmox VE 9 (VM.Monitor in 8).
 
 Argument vectors go to pct and qm as separate words after ``--``, so the SSH
 transport's quoting (base.shell_command) is the only quoting, and the guest
@@ -65,6 +66,9 @@ SIGNAL_EXIT_BASE = 128
 QM_CLI_OVERHEAD_SECONDS = 5.0
 # Wait between two exec-status requests of the API path.
 API_POLL_INTERVAL_SECONDS = 0.25
+# The shortest timeout of one API request when the command deadline is near
+# or past, because urllib3 rejects a timeout of 0 or less with ValueError.
+MIN_API_REQUEST_TIMEOUT_SECONDS = 0.1
 
 _CONFIG_MISSING = re.compile(r"Configuration file '[^']*' does not exist")
 _VM_NOT_RUNNING = re.compile(r"\bVM \d+ (?:is )?not running")
@@ -381,10 +385,16 @@ class QmApiTransport:
         started = time.monotonic()
         deadline = started + timeout
         agent = self._client().nodes(self.node).qemu(self.vmid).agent
+        request = "exec"
+        request_timeout = self.request_timeout
+        pid: int | None = None
         try:
+            request_timeout = self._limit_next_request(deadline)
             answer = agent.exec.post(command=list(argv))
             pid = int(answer["pid"])
+            request = "exec-status"
             while True:
+                request_timeout = self._limit_next_request(deadline)
                 status = agent("exec-status").get(pid=pid)
                 if status.get("exited"):
                     break
@@ -394,6 +404,10 @@ class QmApiTransport:
                 time.sleep(min(self.poll_interval, remaining))
         except ResourceException as error:
             raise self._api_error(error) from None
+        except requests.exceptions.Timeout as error:
+            if request_timeout < self.request_timeout:
+                raise self._deadline_error(request, pid, timeout) from None
+            raise self._request_error(error) from None
         except requests.RequestException as error:
             raise self._request_error(error) from None
         except (KeyError, TypeError, ValueError) as error:
@@ -428,6 +442,40 @@ class QmApiTransport:
                 service="PVE",
             )
         return self._api
+
+    def _limit_next_request(self, deadline: float) -> float:
+        """Set the timeout of the next API request to the time left before ``deadline`` and return it.
+
+        The timeout is never above ``request_timeout`` nor below
+        MIN_API_REQUEST_TIMEOUT_SECONDS.
+        """
+        remaining = max(deadline - time.monotonic(), MIN_API_REQUEST_TIMEOUT_SECONDS)
+        seconds = min(self.request_timeout, remaining)
+        # NOTE: proxmoxer 2.x (read in 2.3.0) takes no timeout per call. Its
+        # session reads the timeout from its auth object on every request, so
+        # the timeout is set there. requests applies it to the connect and to
+        # each read, so a server that trickles bytes can still take longer.
+        self._client()._store["session"].auth.timeout = seconds
+        return seconds
+
+    def _deadline_error(
+        self, request: str, pid: int | None, timeout: float
+    ) -> TransportTimeoutError:
+        """Return the error for an API request that was still unanswered at the command deadline."""
+        message = (
+            f"the Proxmox API at {self.endpoint.url} did not answer the {request} request for "
+            f"VM {self.vmid}"
+        )
+        if pid is not None:
+            message += f" (guest agent pid {pid})"
+        message += f" before the command timeout of {timeout:g} s passed"
+        if pid is not None:
+            message += ", so the command may still run in the guest"
+        return TransportTimeoutError(
+            self.system,
+            f"{message}. Check that pveproxy runs on the node and is not overloaded, or raise "
+            "the access timeout.",
+        )
 
     def _api_error(self, error: ResourceException) -> TransportError:
         text = str(error.content or "").strip()
