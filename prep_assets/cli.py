@@ -16,7 +16,7 @@ from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
-from prep_assets.defs.partitions import SYSTEMS_PARTITIONS
+from prep_assets.defs.partitions import SYSTEMS_PARTITIONS_NAME
 from prep_assets.defs.resources import default_infra_repo
 
 logger = logging.getLogger("prep_assets")
@@ -39,7 +39,8 @@ def run_loop(
     """
     from prep_assets.definitions import defs
 
-    assets = list(defs.assets or [])
+    # materialize() takes no CacheableAssetsDefinition, and this code location has none.
+    assets: list[Any] = list(defs.assets or [])
     resources = {**(defs.resources or {}), **(resources or {})}
 
     def run(selection: list[str], tags: dict[str, str] | None = None) -> ExecuteInProcessResult:
@@ -60,7 +61,7 @@ def run_loop(
 
     inventory = first.output_for_node("inventory")
     names = set(systems or [system["name"] for system in inventory["systems"]])
-    known = instance.get_dynamic_partitions(SYSTEMS_PARTITIONS.name)
+    known = instance.get_dynamic_partitions(SYSTEMS_PARTITIONS_NAME)
     # A run covers a contiguous range of partition keys; keys outside the inventory in that
     # range get a "not in the inventory" value without contacting anything.
     ordered = [key for key in known if key in names]

@@ -38,6 +38,7 @@ from prep_assets.report.document import StatusInputs, build_status_document, wri
 from prep_assets.report.metadata import FilePath, markdown_table
 from prep_assets.rules import decide_actions
 from prep_assets.transports.factory import TransportFactory, pointer_to_dict
+from prep_assets.transports.kubernetes import DEFAULT_DEBUG_IMAGE
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def transport_factory(inventory: Mapping[str, Any], settings: AccessSettings) ->
         ssh_config=settings.ssh_config,
         allow_agent=settings.allow_agent,
         kubernetes_debug_pods=settings.kubernetes_debug_pods,
-        **({"debug_pod_image": settings.debug_pod_image} if settings.debug_pod_image else {}),
+        debug_pod_image=settings.debug_pod_image or DEFAULT_DEBUG_IMAGE,
     )
 
 

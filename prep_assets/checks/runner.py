@@ -80,10 +80,10 @@ def check_system(
     """Check access and tools of one system; every failure becomes part of the result."""
     method = system.access.value
     if not system.contacted:
-        access = AccessResult(
+        not_contacted = AccessResult(
             system.name, AccessState.NOT_CONTACTED, method, message="not contacted"
         )
-        return SystemCheck(system.name, access, not_applicable(specs))
+        return SystemCheck(system.name, not_contacted, not_applicable(specs))
 
     # Read-only systems and appliances never get a command: at most a TCP connect.
     if system.access is AccessMethod.TCP or system.read_only:

@@ -6,4 +6,5 @@ decommissioned system keeps its history in the Dagster instance.
 
 from dagster import DynamicPartitionsDefinition
 
-SYSTEMS_PARTITIONS = DynamicPartitionsDefinition(name="systems")
+SYSTEMS_PARTITIONS_NAME = "systems"
+SYSTEMS_PARTITIONS = DynamicPartitionsDefinition(name=SYSTEMS_PARTITIONS_NAME)
