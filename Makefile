@@ -16,7 +16,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 DEBIAN_PACKAGES := openssh-server openssh-client sysstat prometheus prometheus-node-exporter git \
 	iproute2 procps dnsmasq-base sudo postgresql chromium
 
-.PHONY: setup system-packages services test-debs venv instance demo test bench dev lint clean
+.PHONY: setup system-packages services test-debs venv instance demo test bench bench-tools dev lint clean
 
 setup: system-packages services venv instance test-debs
 
@@ -79,8 +79,19 @@ test: setup
 	@$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
-bench: setup
-	$(PY) -m bench.run_all
+# The check benchmark runs pyinfra on the same hosts for comparison, from a venv of its own
+# so that its dependencies (gevent, another paramiko) never mix with the product's.
+PYINFRA_VENV := .cache/pyinfra-venv
+PYINFRA_VERSION := 3.10.0
+
+bench-tools:
+	@if [ ! -x $(PYINFRA_VENV)/bin/pyinfra ]; then \
+	  $(PYTHON) -m venv $(PYINFRA_VENV) && \
+	  $(PYINFRA_VENV)/bin/pip install -q "pyinfra==$(PYINFRA_VERSION)"; \
+	fi
+
+bench: setup bench-tools
+	PREP_BENCH_PYINFRA=$(CURDIR)/$(PYINFRA_VENV)/bin/pyinfra $(PY) -m bench.run_all
 
 dev: setup
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
