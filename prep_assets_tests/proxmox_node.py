@@ -7,12 +7,14 @@ guest's "file system" is a bin dir that becomes the command's whole PATH.
 Guests are described in ``pve-guests.json`` next to the host's bin dir, which
 tests may rewrite between commands.
 
-A container may instead name a root directory, such as a root prepared by
-provisioning/chroot_hosts.py. ``pct exec`` then runs the command as root
-inside it: ``sudo -n chroot <root> env -i PATH=... <argv>``. The stand-ins run
-as the node host's login user, which is not root, and chroot needs root. So
-``guest_root_sudo_rule`` installs a sudoers rule on the machine that lets that
-user run exactly this chroot into that one root, and removes it afterwards.
+A container or VM may instead name a root directory, such as a root prepared
+by provisioning/chroot_hosts.py. ``pct exec`` and ``qm guest exec`` then run
+the command as root inside it: ``sudo -n chroot <root> env -i PATH=... <argv>``,
+as lxc-attach and the guest agent run commands as the guest's root user. The
+stand-ins run as the node host's login user, which is not root, and chroot
+needs root. So ``guest_root_sudo_rule`` installs a sudoers rule on the machine
+that lets that user run exactly this chroot into that one root, and removes it
+afterwards.
 
 Formats checked against these sources:
 
@@ -148,6 +150,8 @@ def qm(args, state):
         die("400 Parameter verification failed.\nextra-args: No command given")
     with open(state["log"], "a") as log:
         log.write(json.dumps(["qm", *args]) + "\n")
+    # A VM with a root directory runs the command there, as the guest agent runs it as root.
+    command = guest.get("command_prefix", []) + command
     try:
         process = subprocess.Popen(
             command,
@@ -201,7 +205,7 @@ STANDIN_PROGRAMS = {"pct": STANDIN_SCRIPT, "qm": STANDIN_SCRIPT}
 SUDO_PATH = "/usr/bin/sudo"
 CHROOT_PATH = "/usr/sbin/chroot"
 ENV_PATH = "/usr/bin/env"
-# PATH of commands in a container root unless the guest sets "path": the
+# PATH of commands in a guest root unless the guest sets "path": the
 # secure_path of Debian 12's /etc/sudoers.
 ROOT_GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SUDOERS_DIR = Path("/etc/sudoers.d")
@@ -210,11 +214,11 @@ _SUDOERS_PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._-]+")
 
 
 def root_command_prefix(root: str, path: str) -> list[str]:
-    """Return the argument vector that ``pct exec`` puts before a command for a container root.
+    """Return the argument vector that pct and qm put before a command for a guest's root.
 
     ``env -i`` leaves the command only PATH, as a guest with a bin dir gets.
     NOTE: env reads a leading command word that contains "=" as a variable, so
-    such a command cannot run in a container root.
+    such a command cannot run in a guest root.
     """
     return [SUDO_PATH, "-n", CHROOT_PATH, root, ENV_PATH, "-i", f"PATH={path}"]
 
@@ -225,20 +229,21 @@ def write_guests(bin_dir: Path, node: str, guests: dict[str, dict[str, Any]]) ->
     ``guests`` maps a VMID to ``type`` (lxc or qemu), ``status`` (running or
     stopped), ``path`` (the guest's bin dir) and, for VMs, ``agent``: running,
     disabled (no agent configured), stopped (configured, not running) or hang
-    (the QMP command times out after ``hang_seconds``). A container may name a
+    (the QMP command times out after ``hang_seconds``). A guest may name a
     ``root`` directory in place of a bin dir. Its commands then run in that root
     with ``path`` (default ROOT_GUEST_PATH) as PATH, which needs the sudoers rule
     of ``guest_root_sudo_rule``.
+
+    NOTE: in a VM's root, a program that is not on PATH makes env exit with 127
+    and an error on stderr, which qm reports as the command's result. The real
+    guest agent rejects the guest-exec request instead, and qm dies with "Agent
+    error: ... Failed to execute child process".
     """
     guests = {vmid: dict(guest) for vmid, guest in guests.items()}
-    for vmid, guest in guests.items():
+    for guest in guests.values():
         root = guest.get("root")
         if root is None:
             continue
-        if guest["type"] != "lxc":
-            raise ValueError(
-                f"guest {vmid} is a {guest['type']} guest; only lxc guests take a root"
-            )
         guest["command_prefix"] = root_command_prefix(
             str(root), guest.get("path") or ROOT_GUEST_PATH
         )
@@ -259,22 +264,22 @@ def logged_commands(log: Path) -> list[list[str]]:
 
 @contextlib.contextmanager
 def guest_root_sudo_rule(root: Path, user: str = TEST_USER) -> Iterator[Path]:
-    """Install a sudoers rule for the stand-in's chroot into ``root`` while the block runs.
+    """Install a sudoers rule for the stand-ins' chroot into ``root`` while the block runs.
 
     The rule in /etc/sudoers.d lets ``user`` run only ``chroot <root> env -i ...``
     as root, which is what ``root_command_prefix`` runs. visudo checks it before sudo reads it, and
     the rule file is removed when the block ends. Yields the rule file's path.
     """
     if os.geteuid() != 0:
-        pytest.fail("a sudoers rule for a container root needs root", pytrace=False)
+        pytest.fail("a sudoers rule for a guest root needs root", pytrace=False)
     if not _SUDOERS_PLAIN_PATH.fullmatch(str(root)):
         raise ValueError(
-            f"container root {root} contains characters that sudoers would read as "
+            f"guest root {root} contains characters that sudoers would read as "
             "wildcards or separators; use a path of letters, digits and /._-"
         )
     # sudo skips files in an @includedir whose name contains a dot (sudoers(5)),
     # so the draft is never read while it is written and checked.
-    name = "prep-assets-pct-" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    name = "prep-assets-guest-root-" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
     rule = SUDOERS_DIR / name
     draft = SUDOERS_DIR / f".{name}.draft"
     draft.write_text(f"{user} ALL=(root) NOPASSWD: {CHROOT_PATH} {root} {ENV_PATH} -i *\n")
