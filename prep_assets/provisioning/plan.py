@@ -2,9 +2,9 @@
 
 A plan names the package manager, the packages and the exact argument lists
 that would run. Read-only systems and appliances are "not provisionable",
-which is a fact about the system, not a failure. Kubernetes nodes get a
-DaemonSet manifest in place of commands, because their packages are installed
-from a privileged pod that enters the node's namespaces.
+which is a fact about the system, not a failure, and so are Kubernetes pods.
+Kubernetes nodes get a DaemonSet manifest in place of commands, because their
+packages are installed from a privileged pod that enters the node's namespaces.
 """
 
 import enum
@@ -84,8 +84,18 @@ KUBERNETES_NODE_TYPES = frozenset({"k8s-node", "kubernetes-node", "k3s-node"})
 _LACKING = (ToolState.MISSING, ToolState.OUTDATED)
 
 
+def is_kubernetes_pod(system: System) -> bool:
+    """Return whether ``system`` is a pod's container that the kubectl transport execs into.
+
+    A Pod column wins over a Node column, as in the transport factory.
+    """
+    return system.access is AccessMethod.KUBECTL and bool(system.attributes.get("pod"))
+
+
 def is_kubernetes_node(system: System) -> bool:
     """Return whether packages reach ``system`` through a DaemonSet rather than commands."""
+    if is_kubernetes_pod(system):
+        return False
     marked = system.attributes.get("kubernetes", "").lower() in {"yes", "true"}
     return system.access is AccessMethod.KUBECTL or system.type in KUBERNETES_NODE_TYPES or marked
 
@@ -191,6 +201,11 @@ def not_provisionable_reason(system: System) -> str | None:
         return "not contacted (unmanaged, or access method none): nothing is installed there"
     if system.access is AccessMethod.TCP:
         return "reached only by a TCP connect, so no command can run there"
+    if is_kubernetes_pod(system):
+        return (
+            "Kubernetes pod: a package installed in a running container is lost when the pod "
+            "is recreated, so nothing is installed there; add the tool to the container image"
+        )
     return None
 
 

@@ -204,6 +204,43 @@ def test_kubernetes_node_gets_daemonset_manifest():
     assert "sudo" not in script
 
 
+def test_kubernetes_pod_is_not_provisionable():
+    pod = system(
+        name="web",
+        type_="k8s-pod",
+        access=AccessMethod.KUBECTL,
+        attributes={"namespace": "apps", "pod": "web-0"},
+    )
+    platform = {"package_manager": "apt", "installers": "apt-get"}
+
+    plan = plan_provisioning(pod, missing("iostat"), SPECS, platform, access_ok=True)
+
+    assert plan["state"] == "not_provisionable"
+    assert plan["reason"] == (
+        "Kubernetes pod: a package installed in a running container is lost when the pod "
+        "is recreated, so nothing is installed there; add the tool to the container image"
+    )
+    assert plan["commands"] == []
+    assert plan["manifest"] is None
+
+
+def test_kubectl_node_row_gets_manifest():
+    node = system(
+        name="k8s-worker-2",
+        type_="linux",
+        access=AccessMethod.KUBECTL,
+        attributes={"node": "worker-2"},
+    )
+    platform = {"package_manager": "apt", "installers": "apt-get"}
+
+    plan = plan_provisioning(node, missing("iostat"), SPECS, platform, access_ok=True)
+
+    assert plan["state"] == "manifest"
+    manifest = yaml.safe_load(plan["manifest"])
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "worker-2"}
+
+
 def test_nothing_missing_means_nothing_to_install():
     tools = [ToolResult("iostat", ToolState.INSTALLED, "/usr/bin/iostat")]
 
