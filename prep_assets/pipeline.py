@@ -25,7 +25,7 @@ from prep_assets.baselines.sample import (
     parse_sample,
 )
 from prep_assets.changes.drift import Snapshot, compute_drift
-from prep_assets.changes.git_review import ChangeContext, review_changes
+from prep_assets.changes.git_review import ChangeContext, MaintenanceWindow, review_changes
 from prep_assets.checks.runner import CheckSettings, SampleRequest, check_systems
 from prep_assets.inventory.discovery.run import discover_inventory, status_block
 from prep_assets.inventory.loader import load_docs
@@ -510,12 +510,17 @@ def drift(
     if before is not None:
         # Keep what a discovery source that is down reported last time, for the next pass too.
         current = current.carry_down_sources(before)
-    rows = compute_drift(before, current, ChangeContext.from_dict(dict(changes)), now)
+    context = ChangeContext.from_dict(dict(changes))
+    rows = compute_drift(before, current, context, now)
     sources_down = sorted(key for key, state in current.sources.items() if state == "down")
     return {
         "rows": [row.to_dict() for row in rows],
         "snapshot": current.to_dict(),
         "sources_down": sources_down,
+        # The RULES step reads these, so that it judges access at the time drift was computed.
+        "windows_in_force": [
+            window.to_dict() for window in context.windows if window.start <= now < window.end
+        ],
     }
 
 
@@ -557,7 +562,11 @@ def rules(
     systems = systems_of(inventory)
     checks = _checks(systems, access_values, tool_values)
     rows = [_Row(row) for row in drift_report["rows"]]
-    return [action.to_dict() for action in decide_actions(list(systems.values()), checks, rows)]
+    windows = [
+        MaintenanceWindow.from_dict(item) for item in drift_report.get("windows_in_force", [])
+    ]
+    actions = decide_actions(list(systems.values()), checks, rows, windows)
+    return [action.to_dict() for action in actions]
 
 
 class _Row:

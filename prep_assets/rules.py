@@ -8,6 +8,7 @@
 | type, tier or address changed    | collect baselines again                 |
 | tools missing or outdated        | provision (not on read-only systems)    |
 | access broken                    | investigate                             |
+| access broken, maintenance window| none (recorded with the window's commit)|
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prep_assets.changes.git_review import MaintenanceWindow
 from prep_assets.models import AccessState, System, SystemCheck, ToolState
 
 
@@ -58,8 +60,14 @@ def decide_actions(
     systems: Sequence[System],
     checks: Mapping[str, SystemCheck],
     drift_rows: Iterable[Any],
+    windows: Sequence[MaintenanceWindow] = (),
 ) -> list[RuleAction]:
-    """Apply the rules table to one pass and return the actions, most urgent first."""
+    """Apply the rules table to one pass and return the actions, most urgent first.
+
+    ``windows`` are the maintenance windows in force during the pass. A system
+    whose access broke inside one gets a record instead of an investigation.
+    """
+    windows_by_system = {window.system: window for window in windows}
     by_name = {system.name: system for system in systems}
     actions: list[RuleAction] = []
 
@@ -119,14 +127,20 @@ def decide_actions(
         if system is None:
             continue
         if check.access.state not in _ACCESS_OK:
-            actions.append(
-                RuleAction(
-                    name,
-                    Action.INVESTIGATE,
-                    f"access {check.access.state.value}: {check.access.message}".rstrip(": "),
-                    "access_broken",
+            problem = f"access {check.access.state.value}: {check.access.message}".rstrip(": ")
+            window = windows_by_system.get(name)
+            if window is None:
+                actions.append(RuleAction(name, Action.INVESTIGATE, problem, "access_broken"))
+            else:
+                actions.append(
+                    RuleAction(
+                        name,
+                        Action.RECORD,
+                        f"{problem}; expected during the maintenance window {window.interval}",
+                        "access_broken",
+                        window.commit.short_sha,
+                    )
                 )
-            )
         lacking = [
             t.command for t in check.tools if t.state in (ToolState.MISSING, ToolState.OUTDATED)
         ]

@@ -233,6 +233,20 @@ def test_drift_after_decommission_and_outage(loop):
     actions = {(action["system"], action["action"]) for action in repo.status()["actions"]}
     assert ("flaky", "investigate") in actions
     assert ("retiring", "record") in actions
+    # The maintained host is down inside its window: recorded, not sent for investigation.
+    assert ("maintained", "investigate") not in actions
+    (maintained_action,) = [a for a in repo.status()["actions"] if a["system"] == "maintained"]
+    assert maintained_action["action"] == "record"
+    assert maintained_action["commit"] == maintenance[: len(maintained_action["commit"])]
+    assert "maintenance window 2000-01-01T00:00:00Z/2100-01-01T00:00:00Z" in (
+        maintained_action["reason"]
+    )
+    (current_window,) = repo.status()["changes"]["windows"]
+    assert current_window["system"] == "maintained"
+    assert current_window["in_force"] is True
+    markdown = (repo.root / STATUS_MARKDOWN).read_text()
+    assert "## Maintenance windows" in markdown
+    assert "unknown (not checked)" in markdown
 
 
 def test_secrets_never_leave_the_process(loop, caplog, capfd):

@@ -17,6 +17,7 @@ from typing import Any
 
 import jsonschema
 
+from prep_assets.changes.git_review import parse_utc
 from prep_assets.models import System
 from prep_assets.report.markdown import render_markdown
 from prep_assets.state import write_atomically
@@ -92,6 +93,7 @@ def build_status_document(inputs: StatusInputs) -> dict[str, Any]:
             "commits": len(inputs.changes.get("commits", [])),
             "events": [_event_entry(event) for event in inputs.changes.get("events", [])],
             "warnings": list(inputs.changes.get("warnings", [])),
+            "windows": _current_windows(inputs.changes.get("windows", []), inputs.generated_at),
         },
         "drift": [dict(row) for row in inputs.drift],
         "actions": [dict(action) for action in inputs.actions],
@@ -275,6 +277,29 @@ def _event_entry(event: Mapping[str, Any]) -> dict[str, Any]:
         "files": list(event.get("files") or []),
     }
     return entry
+
+
+def _current_windows(
+    windows: Sequence[Mapping[str, Any]], generated_at: datetime
+) -> list[dict[str, Any]]:
+    """Return the maintenance windows that have not ended at ``generated_at``, earliest first."""
+    entries = []
+    for window in windows:
+        start, end = parse_utc(window["start"]), parse_utc(window["end"])
+        if end <= generated_at:
+            continue
+        commit = window.get("commit") or {}
+        entries.append(
+            {
+                "system": window["system"],
+                "start": window["start"],
+                "end": window["end"],
+                "in_force": start <= generated_at,
+                "commit": commit.get("short_sha") or commit.get("sha") or "",
+                "subject": commit.get("subject", ""),
+            }
+        )
+    return sorted(entries, key=lambda entry: (entry["start"], entry["system"]))
 
 
 def _iso(moment: datetime) -> str:

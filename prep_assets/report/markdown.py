@@ -64,6 +64,11 @@ def render_markdown(document: Mapping[str, Any]) -> str:
         _changes_table(document["changes"]),
         "No commits since the previous check.",
     )
+    lines += _section(
+        "Maintenance windows",
+        _windows_table(document["changes"].get("windows", [])),
+        "None in force or planned.",
+    )
     if "provisioning_audit" in document:
         lines += _section(
             "Provisioning audit", audit_markdown(document["provisioning_audit"]), "No changes."
@@ -84,6 +89,20 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     for row in rows:
         lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
     return lines
+
+
+def _tools_summary(system: Mapping[str, Any]) -> str:
+    """Return the Tools cell: the tools to act on, or why there is nothing to list."""
+    if system["read_only"] or not system["managed"]:
+        return "n/a"
+    lacking = [t["command"] for t in system["tools"] if t["state"] in ("missing", "outdated")]
+    unknown = sum(1 for t in system["tools"] if t["state"] == "unknown")
+    if unknown == len(system["tools"]) and unknown:
+        return "unknown (not checked)"
+    parts = list(lacking)
+    if unknown:
+        parts.append(f"{unknown} unknown")
+    return ", ".join(parts) or "all present"
 
 
 def _cell(value: Any) -> str:
@@ -181,17 +200,15 @@ def _systems_table(systems: Sequence[Mapping[str, Any]]) -> list[str]:
     rows = []
     for s in systems:
         access = s["access"] or {}
-        missing = [t["command"] for t in s["tools"] if t["state"] in ("missing", "outdated")]
-        tools = (
-            "n/a" if s["read_only"] or not s["managed"] else (", ".join(missing) or "all present")
-        )
+        tools = _tools_summary(s)
         latency = access.get("latency_ms")
         rows.append(
             [
                 s["name"] if s["in_inventory"] else f"{s['name']} (left the inventory)",
                 s["type"],
                 s["tier"],
-                s["access_method"],
+                # The method the check used: a managed appliance gets only a TCP connect.
+                access.get("method") or s["access_method"],
                 _ACCESS_LABELS.get(access.get("state", ""), "-"),
                 f"{latency:.0f} ms" if latency is not None else None,
                 tools,
@@ -329,7 +346,10 @@ def _provisioning_table(systems: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _changes_table(changes: Mapping[str, Any]) -> list[str]:
-    lines = [f"Commits reviewed: {changes['commits']} (since `{_short(changes['since'])}`).", ""]
+    since = changes["since"]
+    # Without a previous check, the review reads the commits of a recent period.
+    reviewed = f"since `{_short(since)}`" if since else "first review: recent commits"
+    lines = [f"Commits reviewed: {changes['commits']} ({reviewed}).", ""]
     for warning in changes["warnings"]:
         lines.append(f"> Warning: {warning}")
     events = changes["events"]
@@ -350,6 +370,23 @@ def _changes_table(changes: Mapping[str, Any]) -> list[str]:
         ),
     )
     return lines
+
+
+def _windows_table(windows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return _table(
+        ["System", "From", "Until", "State", "Commit", "Subject"],
+        (
+            [
+                w["system"],
+                w["start"],
+                w["end"],
+                "in force" if w["in_force"] else "planned",
+                w["commit"],
+                w.get("subject"),
+            ]
+            for w in windows
+        ),
+    )
 
 
 def _problems_table(problems: Sequence[Mapping[str, Any]]) -> list[str]:

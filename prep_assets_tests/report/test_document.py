@@ -14,6 +14,7 @@ from prep_assets.report.document import (
     validate_status_document,
     write_status_documents,
 )
+from prep_assets.report.markdown import render_markdown
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -190,3 +191,89 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         "prep-status.json",
         "prep-status.md",
     ]
+
+
+def window(system: str, start: str, end: str) -> dict:
+    commit = {
+        "sha": "b" * 40,
+        "short_sha": "bbbbbbb",
+        "author": "Test Operator",
+        "committed_at": "2026-12-01T09:00:00Z",
+        "subject": f"Maintain {system}",
+    }
+    return {"system": system, "start": start, "end": end, "commit": commit}
+
+
+def test_windows_listed_until_they_end():
+    changes = {
+        "since": None,
+        "head": "a" * 40,
+        "commits": [],
+        "events": [],
+        "warnings": [],
+        "windows": [
+            window("pve3", "2026-12-05T00:00:00Z", "2026-12-05T02:00:00Z"),
+            window("pve1", "2026-12-04T11:00:00Z", "2026-12-04T13:00:00Z"),
+            window("pve2", "2026-12-04T10:00:00Z", "2026-12-04T12:00:00Z"),
+        ],
+    }
+
+    document = build_status_document(sample_inputs(changes=changes))
+
+    validate_status_document(document)
+    windows = document["changes"]["windows"]
+    # pve2's window ends at the generation time, and the end is excluded.
+    assert [entry["system"] for entry in windows] == ["pve1", "pve3"]
+    assert [entry["in_force"] for entry in windows] == [True, False]
+    assert windows[0]["commit"] == "bbbbbbb"
+    assert windows[0]["subject"] == "Maintain pve1"
+    markdown = render_markdown(document)
+    assert "| pve1 | 2026-12-04T11:00:00Z | 2026-12-04T13:00:00Z | in force | bbbbbbb |" in markdown
+    assert "| pve3 | 2026-12-05T00:00:00Z | 2026-12-05T02:00:00Z | planned | bbbbbbb |" in markdown
+
+
+def test_first_review_names_no_commit():
+    changes = {
+        "since_sha": None,
+        "head_sha": "a" * 40,
+        "commits": [{"sha": "c" * 40}],
+        "events": [],
+        "warnings": [],
+    }
+
+    markdown = render_markdown(build_status_document(sample_inputs(changes=changes)))
+
+    assert "Commits reviewed: 1 (first review: recent commits)." in markdown
+    assert "since `unknown`" not in markdown
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        (["installed", "missing"], "perf"),
+        (["installed", "installed"], "all present"),
+        (["unknown", "unknown"], "unknown (not checked)"),
+        (["unknown", "missing"], "perf, 1 unknown"),
+    ],
+)
+def test_tools_cell_counts_unknown(states, expected):
+    inputs = sample_inputs()
+    tools = inputs.checks["pve1"]["tools"]
+    for tool, state in zip(tools, states, strict=True):
+        tool["state"] = state
+
+    markdown = render_markdown(build_status_document(inputs))
+
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| pve1 | proxmox-host")]
+    assert f"| {expected} |" in row
+
+
+def test_access_column_shows_method_used():
+    inputs = sample_inputs()
+    inputs.checks["pve1"]["access"]["method"] = "tcp"
+
+    markdown = render_markdown(build_status_document(inputs))
+
+    (row,) = [line for line in markdown.splitlines() if line.startswith("| pve1 | proxmox-host")]
+    assert "| tcp |" in row
+    assert "| ssh |" not in row
