@@ -142,7 +142,9 @@ class _PodExec:
     ) -> CommandResult:
         started = time.monotonic()
         # NOTE: websocket-client has no per-connection connect timeout that the
-        # kubernetes client passes on, so this sets its process-wide default.
+        # kubernetes client passes on, so this sets its process-wide default. It
+        # does not cover resolving the API server's host name; an IP address in
+        # the kubeconfig's server URL avoids that.
         websocket.setdefaulttimeout(self.request_timeout)
         try:
             client = stream(

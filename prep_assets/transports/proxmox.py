@@ -454,7 +454,8 @@ class QmApiTransport:
         # NOTE: proxmoxer 2.x (read in 2.3.0) takes no timeout per call. Its
         # session reads the timeout from its auth object on every request, so
         # the timeout is set there. requests applies it to the connect and to
-        # each read, so a server that trickles bytes can still take longer.
+        # each read, so a server that trickles bytes can still take longer, and
+        # not to resolving the endpoint's host name: an IP address avoids that.
         self._client()._store["session"].auth.timeout = seconds
         return seconds
 
