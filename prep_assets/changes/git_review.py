@@ -108,6 +108,11 @@ def parse_utc(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _format_count(count: int, noun: str) -> str:
+    """Format a count and a regular English noun for a log message: ``1 commit``, ``2 commits``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _require_aware(moment: datetime, name: str) -> None:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got {moment.isoformat()}")
@@ -866,7 +871,10 @@ def _earlier_windows(
                 for name in trailer.systems
             )
     if windows:
-        logger.info("Found %d maintenance windows set before the reviewed commits", len(windows))
+        logger.info(
+            "Found %s set before the reviewed commits",
+            _format_count(len(windows), "maintenance window"),
+        )
     return windows
 
 
@@ -929,11 +937,15 @@ def review_changes(
         listed = listed[:max_commits]
     listed.reverse()
 
+    if since_sha:
+        reviewed_range = f"after {since_sha[:12]}"
+    else:
+        reviewed_range = f"from the last {_format_count(first_run_days, 'day')}"
     logger.info(
-        "Reviewing %d commits of %s after %s up to %s",
-        len(listed),
+        "Reviewing %s of %s %s up to %s",
+        _format_count(len(listed), "commit"),
         repo_path,
-        since_sha[:12] if since_sha else f"the last {first_run_days} days",
+        reviewed_range,
         head.hexsha[:12],
     )
     reviewer = _CommitReviewer(repo, inventory_path, system_names, warnings)
@@ -957,12 +969,12 @@ def review_changes(
         windows = earlier + windows
 
     logger.info(
-        "Reviewed %d commits up to %s: %d events, %d maintenance windows, %d warnings",
-        len(commits),
+        "Reviewed %s up to %s: %s, %s, %s",
+        _format_count(len(commits), "commit"),
         head.hexsha[:12],
-        len(events),
-        len(windows),
-        len(warnings),
+        _format_count(len(events), "event"),
+        _format_count(len(windows), "maintenance window"),
+        _format_count(len(warnings), "warning"),
     )
     return ChangeContext(
         head_sha=head.hexsha,

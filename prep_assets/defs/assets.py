@@ -107,7 +107,12 @@ def inventory(context: AssetExecutionContext, infra_repo: InfraRepoResource) -> 
     new = order_by_tier(new, system_tiers(value["systems"], tier_table), tier_table)
     if new:
         context.instance.add_dynamic_partitions(SYSTEMS_PARTITIONS.name, new)
-        context.log.info("added %d systems to the systems partitions: %s", len(new), ", ".join(new))
+        context.log.info(
+            "added %d %s to the systems partitions: %s",
+            len(new),
+            "system" if len(new) == 1 else "systems",
+            ", ".join(new),
+        )
     for problem in value["problems"]:
         context.log.warning(
             "%s:%s:%s: %s", problem["file"], problem["line"], problem["column"], problem["reason"]
