@@ -349,6 +349,8 @@ def write_checklist_pages(
         ]
         path = checklist_path(root, members[0].type)
         write_atomically(path, render_checklist(members[0].type, members, type_baselines))
-        logger.info("wrote the USE checklist of %d %s systems to %s", len(members), slug, path)
+        logger.info(
+            "wrote the USE checklist of type %s (systems: %d) to %s", slug, len(members), path
+        )
         written.append(path)
     return sorted(written)
