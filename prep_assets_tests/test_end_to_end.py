@@ -238,8 +238,9 @@ def test_drift_after_decommission_and_outage(loop):
     (maintained_action,) = [a for a in repo.status()["actions"] if a["system"] == "maintained"]
     assert maintained_action["action"] == "record"
     assert maintained_action["commit"] == maintenance[: len(maintained_action["commit"])]
-    assert "maintenance window 2000-01-01T00:00:00Z/2100-01-01T00:00:00Z" in (
-        maintained_action["reason"]
+    assert (
+        "maintenance window 2000-01-01T00:00:00Z/2100-01-01T00:00:00Z"
+        in (maintained_action["reason"])
     )
     (current_window,) = repo.status()["changes"]["windows"]
     assert current_window["system"] == "maintained"
