@@ -99,7 +99,7 @@ class KnownHosts:
         return [key for key in keys if not self.is_revoked(key)]
 
     def is_revoked(self, key: paramiko.PKey) -> bool:
-        """Whether ``key`` is marked @revoked in the file."""
+        """Return whether ``key`` is marked @revoked in the file."""
         return key.asbytes() in self.revoked
 
     def add_line(self, line: str, lineno: int) -> None:
