@@ -4,7 +4,7 @@ Each root is an overlay mount over the machine's root file system
 (``lowerdir=/`` with a private upperdir and workdir in pytest's temp
 directory). A chroot host enters it with chroot: ``chroot <merged>
 /usr/sbin/sshd -D ...`` runs sshd itself inside the root, so every session,
-apt-get and dpkg included, sees only the overlay. Writes land in the upperdir,
+apt-get and dpkg included, reads and writes only the overlay. Writes land in the upperdir,
 so packages installed or purged there never change the machine's own dpkg
 state or files. The ``chroot_roots`` fixture prepares the same roots without
 sshd, for commands that other test programs run in them with chroot, such as
